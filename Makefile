@@ -1,0 +1,31 @@
+# `make run`: set up and run seallm's main job.  `make test`: set up and run the tests.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PIP := $(VENV)/bin/pip
+STAMP := $(VENV)/.installed
+
+.PHONY: run test lint bench clean
+
+$(PY):
+	python3 -m venv $(VENV)
+
+# torch first, pinned, in its own step: a resolver left free to pick torch pulls a CUDA build.
+$(STAMP): pyproject.toml | $(PY)
+	$(PIP) install --quiet --upgrade pip
+	$(PIP) install --quiet torch==2.13.0
+	$(PIP) install --quiet -e ".[test]"
+	touch $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/seallm simulate --preset paper32 --duration 120
+
+test: $(STAMP)
+	$(VENV)/bin/ruff check seallm tests scripts
+	$(VENV)/bin/pytest -q
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check seallm tests scripts
+	$(VENV)/bin/ruff format --check seallm tests scripts
+
+clean:
+	rm -rf $(VENV)

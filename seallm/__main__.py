@@ -1,0 +1,3 @@
+from seallm.cli import main
+
+main()

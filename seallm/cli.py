@@ -1,0 +1,215 @@
+"""The `seallm` command line (DESIGN.md's contract)."""
+
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import replace
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from seallm.config import Config, ConfigError, load_config
+from seallm.costmodel import CostModel
+from seallm.metrics import ResultRow, per_service, summarize
+from seallm.placement import get_placement, service_loads
+from seallm.presets import get_preset
+from seallm.runtime.sim import SimResult, simulate
+from seallm.systems import get_system, resolve_systems
+from seallm.workload import WorkloadError, generate
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, help="seallm: many LLMs, shared GPUs, low latency.")
+console = Console(stderr=True)
+out = Console(width=None if sys.stdout.isatty() else 160)
+
+
+def _load(config: Path | None, preset: str | None) -> Config:
+    if config is not None and preset is not None:
+        raise ConfigError("give --config or --preset, not both")
+    if config is not None:
+        return load_config(config)
+    return get_preset(preset or "paper32")
+
+
+def _fail(err: Exception) -> typer.Exit:
+    console.print(f"[red]error:[/red] {err}")
+    return typer.Exit(2)
+
+
+ROW_COLUMNS = [
+    ("system", "system", "{}"),
+    ("requests", "reqs", "{}"),
+    ("completed", "done", "{}"),
+    ("mean_normalized_latency", "norm lat s/tok", "{:.4f}"),
+    ("mean_slowdown", "slowdown", "{:.2f}"),
+    ("p99_latency", "P99 lat s", "{:.2f}"),
+    ("mean_ttft", "TTFT s", "{:.3f}"),
+    ("p99_ttft", "P99 TTFT s", "{:.2f}"),
+    ("mean_tpot", "TPOT s", "{:.4f}"),
+    ("slo_attainment", "SLO", "{:.3f}"),
+    ("wall_seconds", "wall s", "{:.1f}"),
+]
+
+
+def print_rows(rows: list[ResultRow], title: str, first: str = "system") -> None:
+    table = Table(title=title)
+    cols = [(first, first, "{}")] + ROW_COLUMNS[1:] if first != "system" else ROW_COLUMNS
+    for _, header, _ in cols:
+        table.add_column(header, justify="right")
+    for row in rows:
+        table.add_row(*(fmt.format(getattr(row, key)) for key, _, fmt in cols))
+    out.print(table)
+
+
+@app.command("simulate")
+def simulate_cmd(
+    config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
+    preset: Annotated[str | None, typer.Option(help="paper32 | h100x8 | cpu-duo")] = None,
+    system: Annotated[str, typer.Option(help="a system name, a comma list, or all")] = "all",
+    trace: Annotated[Path | None, typer.Option(help="replay this trace's arrivals")] = None,
+    rate_scale: Annotated[float, typer.Option(help="multiply every arrival rate")] = 1.0,
+    slo_scale: Annotated[float | None, typer.Option(help="override every service's SLO scale")] = None,
+    duration: Annotated[float | None, typer.Option(help="seconds of arrivals")] = None,
+    seed: Annotated[int | None, typer.Option(help="workload seed")] = None,
+    json_out: Annotated[str | None, typer.Option("--json", help="write results; - for stdout")] = None,
+    plot: Annotated[Path | None, typer.Option(help="write PNG plots into this folder")] = None,
+    per_service_table: Annotated[bool, typer.Option("--per-service", help="also print per-service rows")] = False,
+) -> None:
+    """Simulate systems on one workload (all in one run, same arrivals) and compare them."""
+    try:
+        cfg = _load(config, preset)
+        if duration is not None:
+            cfg.duration_s = duration
+        if seed is not None:
+            cfg.seed = seed
+        if slo_scale is not None:
+            cfg.services = [replace(s, slo_scale=slo_scale) for s in cfg.services]
+        if trace is not None:
+            cfg.workload = replace(cfg.workload, arrival="trace", trace=str(trace))
+        if rate_scale <= 0:
+            raise ConfigError(f"--rate-scale must be positive, got {rate_scale}")
+        cfg.validate()
+        systems = resolve_systems(system)
+        records = generate(
+            cfg.workload, [(s.name, s.weight) for s in cfg.services], cfg.duration_s, cfg.seed, rate_scale
+        )
+    except (ConfigError, WorkloadError, ValueError) as err:
+        raise _fail(err) from err
+    console.print(
+        f"{cfg.name}: {cfg.cluster.num_gpus} x {cfg.cluster.device}, {len(cfg.services)} services, "
+        f"{len(records)} requests over {cfg.duration_s:.0f} s"
+    )
+    cost = CostModel(cfg.cluster.device_spec)
+    results: list[SimResult] = []
+    for spec in systems:
+        with _progress() as bar:
+            task = bar.add_task(spec.name, total=cfg.duration_s + cfg.drain_seconds)
+            try:
+                res = simulate(
+                    cfg, spec, records, cost, rate_scale, progress=lambda t: bar.update(task, completed=t)
+                )
+            except (ConfigError, ValueError) as err:
+                raise _fail(err) from err
+            bar.update(task, completed=bar.tasks[0].total)
+        results.append(res)
+    slo = {s.name: s.slo_scale for s in cfg.services}
+    rows = [summarize(r.requests, slo, r.end_time, r.system.name, r.wall_seconds) for r in results]
+    print_rows(rows, f"{cfg.name} (rate x{rate_scale:g}, {len(records)} requests)")
+    svc_rows = {
+        r.system.name: per_service(r.requests, slo, r.end_time, r.system.name, slo) for r in results
+    }
+    if per_service_table:
+        for name, srows in svc_rows.items():
+            print_rows(srows, f"{name}: per service", first="service")
+    if json_out is not None:
+        doc = {
+            "preset": cfg.name,
+            "rate_scale": rate_scale,
+            "duration_s": cfg.duration_s,
+            "results": [r.to_dict() for r in rows],
+            "per_service": {k: [r.to_dict() for r in v] for k, v in svc_rows.items()},
+        }
+        text = json.dumps(doc, indent=2)
+        if json_out == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            Path(json_out).write_text(text + "\n")
+    if plot is not None:
+        _plots(results, svc_rows, plot)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f} sim s"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    )
+
+
+def _plots(results: list[SimResult], svc_rows: dict[str, list[ResultRow]], out: Path) -> None:
+    from seallm.bench.plots import latency_cdf, per_service_bars
+
+    out.mkdir(parents=True, exist_ok=True)
+    lat = {
+        r.system.name: [q.finish_time - q.arrival for q in r.requests if q.finish_time is not None]
+        for r in results
+    }
+    paths = [
+        latency_cdf(lat, out / "latency_cdf.png"),
+        per_service_bars(svc_rows, "mean_normalized_latency", out / "per_service_norm_latency.png", "s/token"),
+        per_service_bars(svc_rows, "slo_attainment", out / "per_service_slo.png", "SLO attainment"),
+    ]
+    for p in paths:
+        console.print(f"wrote {p}")
+
+
+@app.command("plan")
+def plan_cmd(
+    config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
+    preset: Annotated[str | None, typer.Option(help="paper32 | h100x8 | cpu-duo")] = None,
+    system: Annotated[str, typer.Option(help="system whose placement to show")] = "vllm",
+    rate_scale: Annotated[float, typer.Option(help="multiply every arrival rate")] = 1.0,
+) -> None:
+    """Print the placement plan a system computes for a deployment."""
+    from seallm.placement.demand import busy_fraction, kv_bytes
+
+    try:
+        cfg = _load(config, preset)
+        spec = get_system(system)
+        cost = CostModel(cfg.cluster.device_spec)
+        loads = service_loads(cfg, rate_scale)
+        plan = get_placement(spec.placement)(cfg, cost, loads)
+    except (ConfigError, ValueError) as err:
+        raise _fail(err) from err
+    table = Table(title=f"{cfg.name}: {spec.name} placement ({spec.placement})")
+    for h in ["group", "node", "GPUs", "services", "weights GB", "KV GB", "est. busy"]:
+        table.add_column(h, justify="right")
+    for g in plan.groups:
+        models = [cfg.service(s).model_spec for s in g.services]
+        replicas = {s: len(plan.hosts(s)) for s in g.services}
+        busy = sum(busy_fraction(loads[s], cost, g.size, cfg.engine) / replicas[s] for s in g.services)
+        table.add_row(
+            str(g.id),
+            str(g.node),
+            f"{g.first_gpu}-{g.first_gpu + g.size - 1}",
+            ", ".join(g.services),
+            f"{sum(m.weight_bytes for m in models) / 1e9:.0f}",
+            f"{kv_bytes(models, g.size, cfg) / 1e9:.0f}",
+            f"{busy:.2f}",
+        )
+    out.print(table)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

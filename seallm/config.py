@@ -1,0 +1,199 @@
+"""Deployment configuration: cluster, services, engine limits, workload; YAML in and out.
+
+Every validation error names the offending field (as a dotted path) and, where the value must
+come from a set, the valid choices.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from seallm.catalog import DEVICES, MODELS
+from seallm.specs import DeviceSpec, ModelSpec
+from seallm.workload import WorkloadError, WorkloadSpec
+
+
+class ConfigError(ValueError):
+    """An invalid configuration; the message names the field."""
+
+
+@dataclass
+class ClusterSpec:
+    device: str = "a100-80gb"
+    num_nodes: int = 1
+    gpus_per_node: int = 8
+
+    @property
+    def num_gpus(self) -> int:
+        return self.num_nodes * self.gpus_per_node
+
+    @property
+    def device_spec(self) -> DeviceSpec:
+        return DEVICES[self.device]
+
+
+@dataclass
+class ServiceSpec:
+    """One deployed model with its SLO. `weight` overrides power-law popularity."""
+
+    name: str
+    model: str
+    slo_scale: float = 5.0
+    weight: float | None = None
+
+    @property
+    def model_spec(self) -> ModelSpec:
+        return MODELS[self.model]
+
+
+@dataclass
+class EngineSpec:
+    """Limits of one group engine (vLLM's defaults where it has one)."""
+
+    max_batch_size: int = 256
+    max_batched_tokens: int = 8192
+    memory_utilization: float = 0.9  # fraction of device memory for weights + KV
+    min_kv_fraction: float = 0.1  # placement keeps at least this much of a group's memory for KV
+    block_tokens: int = 16  # static (per-model) KV block size, vLLM's default
+    page_bytes: int = 2 * 1024 * 1024  # unified KV page size per device
+    max_fused_iterations: int = 256  # simulator only: identical decode iterations fused in one step
+
+
+@dataclass(frozen=True)
+class SystemSpec:
+    """A named serving system: which placement, scheduler, KV layout and replacement policy.
+    The registry of named systems is `systems.py`."""
+
+    name: str
+    placement: str
+    scheduler: str
+    kv: str  # "static" (per-model partitions) or "unified" (one shared pool)
+    replacement: str | None = None
+    description: str = ""
+
+
+@dataclass
+class Config:
+    name: str = "custom"
+    cluster: ClusterSpec = field(default_factory=ClusterSpec)
+    services: list[ServiceSpec] = field(default_factory=list)
+    workload: WorkloadSpec = field(default_factory=WorkloadSpec)
+    engine: EngineSpec = field(default_factory=EngineSpec)
+    duration_s: float = 600.0
+    drain_s: float | None = None  # time after the last arrival to finish; default max(60, duration/4)
+    seed: int = 0
+
+    def service(self, name: str) -> ServiceSpec:
+        for s in self.services:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    def validate(self) -> Config:
+        c = self.cluster
+        _choice("cluster.device", c.device, DEVICES)
+        _positive("cluster.num_nodes", c.num_nodes)
+        _positive("cluster.gpus_per_node", c.gpus_per_node)
+        if c.gpus_per_node & (c.gpus_per_node - 1):
+            raise ConfigError(f"cluster.gpus_per_node must be a power of two, got {c.gpus_per_node}")
+        if not self.services:
+            raise ConfigError("services: at least one service is required")
+        seen: set[str] = set()
+        for i, s in enumerate(self.services):
+            if not s.name or s.name in seen:
+                raise ConfigError(f"services[{i}].name: {s.name!r} is empty or repeated")
+            seen.add(s.name)
+            _choice(f"services[{i}].model", s.model, MODELS)
+            _positive(f"services[{i}].slo_scale", s.slo_scale)
+            if s.weight is not None and s.weight < 0:
+                raise ConfigError(f"services[{i}].weight must be >= 0, got {s.weight}")
+        e = self.engine
+        for f in dataclasses.fields(e):
+            _positive(f"engine.{f.name}", getattr(e, f.name))
+        if not 0 < e.memory_utilization <= 1:
+            raise ConfigError(f"engine.memory_utilization must be in (0, 1], got {e.memory_utilization}")
+        _positive("duration_s", self.duration_s)
+        try:
+            self.workload.validate()
+        except WorkloadError as err:
+            raise ConfigError(str(err)) from err
+        return self
+
+    @property
+    def drain_seconds(self) -> float:
+        return self.drain_s if self.drain_s is not None else max(60.0, self.duration_s / 4)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def _choice(path: str, value: str, choices: dict[str, Any]) -> None:
+    if value not in choices:
+        raise ConfigError(f"{path}: {value!r} is not one of {', '.join(sorted(choices))}")
+
+
+def _positive(path: str, value: float) -> None:
+    if not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{path} must be a positive number, got {value!r}")
+
+
+def _build(cls: type, data: Any, path: str) -> Any:
+    """Instantiate a dataclass from a mapping, rejecting unknown keys by name."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path or 'config'}: expected a mapping, got {type(data).__name__}")
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = set(data) - set(names)
+    if unknown:
+        raise ConfigError(
+            f"{path + '.' if path else ''}{sorted(unknown)[0]}: unknown key; "
+            f"valid keys are {', '.join(names)}"
+        )
+    return cls(**data)
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    data = dict(data)
+    try:
+        if "cluster" in data:
+            data["cluster"] = _build(ClusterSpec, data["cluster"], "cluster")
+        if "engine" in data:
+            data["engine"] = _build(EngineSpec, data["engine"], "engine")
+        if "workload" in data:
+            wl = dict(data["workload"])
+            if "rate_schedule" in wl:
+                wl["rate_schedule"] = [tuple(p) for p in wl["rate_schedule"]]
+            data["workload"] = _build(WorkloadSpec, wl, "workload")
+        if "services" in data:
+            if not isinstance(data["services"], list):
+                raise ConfigError("services: expected a list of services")
+            data["services"] = [
+                _build(ServiceSpec, s, f"services[{i}]") for i, s in enumerate(data["services"])
+            ]
+        cfg = _build(Config, data, "")
+    except TypeError as err:  # a required key is missing
+        raise ConfigError(str(err)) from err
+    return cfg.validate()
+
+
+def load_config(path: str | Path) -> Config:
+    try:
+        data = yaml.safe_load(Path(path).read_text())
+    except OSError as err:
+        raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    try:
+        return config_from_dict(data or {})
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from err
+
+
+def dump_config(cfg: Config) -> str:
+    data = cfg.to_dict()
+    data["workload"]["rate_schedule"] = [list(p) for p in data["workload"]["rate_schedule"]]
+    return yaml.safe_dump(data, sort_keys=False)

@@ -1,0 +1,159 @@
+"""GroupEngine: the local engine of one GPU group. One step = schedule -> execute -> update.
+
+The same engine runs under the simulator's virtual clock (SimExecutor) and live (a real
+executor): the runtime calls `plan`, has the executor run the batch, then calls `commit` at
+the step's end time. Between the two, `add` may enqueue new requests; nothing else changes.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Callable
+
+from seallm.config import EngineSpec
+from seallm.executor.base import Batch, Executor, StepOutcome
+from seallm.kvcache import PagedKVCache
+from seallm.request import Request, Status
+from seallm.scheduling.base import EngineState, Scheduler
+from seallm.specs import ModelSpec
+
+
+def _order(r: Request) -> tuple[float, int]:
+    return (r.arrival, r.id)
+
+
+class GroupEngine:
+    def __init__(
+        self,
+        group_id: int,
+        models: dict[str, ModelSpec],
+        tp: int,
+        scheduler: Scheduler,
+        kv: PagedKVCache,
+        executor: Executor,
+        limits: EngineSpec,
+        fuse: bool = True,
+        swap_time: Callable[[Request], float] | None = None,
+    ) -> None:
+        self.id = group_id
+        self.models = models
+        self.tp = tp
+        self.scheduler = scheduler
+        self.kv = kv
+        self.executor = executor
+        self.limits = limits
+        self.fuse = fuse
+        self.swap_time = swap_time or (lambda r: 0.0)
+        self.waiting: list[Request] = []
+        self.running: list[Request] = []
+        self.swapped: list[Request] = []
+        self.busy = False
+        # Counters for monitoring.
+        self.iterations = 0
+        self.steps = 0
+        self.busy_time = 0.0
+        self.preemptions = 0
+        self.swaps = 0
+
+    # -- queue ----------------------------------------------------------------------------
+    def add(self, req: Request, now: float) -> None:
+        req.group = self.id
+        req.status = Status.QUEUED
+        req.last_run = now
+        self.scheduler.admit(req, now)
+        bisect.insort(self.waiting, req, key=_order)
+
+    @property
+    def load(self) -> int:
+        return len(self.waiting) + len(self.running) + len(self.swapped)
+
+    @property
+    def has_work(self) -> bool:
+        return bool(self.waiting or self.running or self.swapped)
+
+    def state(self) -> EngineState:
+        return EngineState(
+            self.waiting, self.running, self.swapped, self.kv, self.limits, list(self.models)
+        )
+
+    # -- one step ---------------------------------------------------------------------------
+    def plan(self, now: float, horizon: float = float("inf")) -> Batch | None:
+        """Ask the scheduler for the next batch and prepare memory for it."""
+        decision = self.scheduler.schedule(self.state(), now)
+        extra = 0.0
+        for r in decision.preempt:
+            extra += self._preempt(r)
+        for r in decision.swap_in:
+            self.kv.allocate(r, r.context_tokens + 1)
+            self.swapped.remove(r)
+            bisect.insort(self.running, r, key=_order)
+            r.status = Status.RUNNING
+            extra += self.swap_time(r)
+        for r in decision.prefill:
+            self.kv.allocate(r, r.context_tokens + 1)
+        decode = decision.decode + decision.swap_in
+        if not decision.prefill and not decode:
+            return None
+        limit = 1 if decision.prefill or not self.fuse else self.limits.max_fused_iterations
+        steps = self.kv.max_decode_steps(decode, limit)
+        while decode and steps == 0:  # a policy under-provisioned memory: recompute the last
+            extra += self._preempt(decode.pop())
+            steps = self.kv.max_decode_steps(decode, limit)
+        if not decision.prefill and not decode:
+            return None
+        self.busy = True
+        return Batch(
+            service=decision.service or (decision.prefill + decode)[0].service,
+            prefill=list(decision.prefill),
+            decode=decode,
+            max_iters=max(1, steps),
+            stop_at=min(horizon, decision.stop_at),
+            extra_time=extra,
+        )
+
+    def execute(self, batch: Batch, now: float) -> StepOutcome:
+        return self.executor.execute(batch, now)
+
+    def commit(self, batch: Batch, outcome: StepOutcome, end: float) -> list[Request]:
+        """Apply a finished step at time `end`; returns the requests that completed."""
+        k = outcome.iterations
+        for r in batch.prefill:
+            r.generated += 1
+            if r.first_token_time is None:
+                r.first_token_time = end
+            self.waiting.remove(r)
+            bisect.insort(self.running, r, key=_order)
+            r.status = Status.RUNNING
+        for r in batch.decode:
+            r.generated += k
+            self.kv.allocate(r, r.context_tokens)
+        self.scheduler.account(batch.requests, outcome.duration, end)
+        for r in outcome.finished:
+            r.status = Status.FINISHED
+            r.finish_time = end
+            self.kv.release(r)
+            self.running.remove(r)
+        self.busy = False
+        self.steps += 1
+        self.iterations += k
+        self.busy_time += outcome.duration
+        return outcome.finished
+
+    # -- preemption and aborts ----------------------------------------------------------------
+    def _preempt(self, r: Request) -> float:
+        """Free `r`'s device KV; it recomputes its context when next scheduled."""
+        self.kv.release(r)
+        self.running.remove(r)
+        r.status = Status.QUEUED
+        r.preemptions += 1
+        self.preemptions += 1
+        bisect.insort(self.waiting, r, key=_order)
+        return 0.0
+
+    def drain(self) -> list[Request]:
+        """Remove and return every unfinished request (end of a run, or a group going away)."""
+        out = self.waiting + self.running + self.swapped
+        for r in out:
+            self.kv.release(r)
+        self.waiting, self.running, self.swapped = [], [], []
+        return out

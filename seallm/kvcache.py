@@ -1,0 +1,197 @@
+"""Paged KV caches of a group: per-model static partitions, or one unified pool.
+
+`StaticKVCache` is vLLM's layout applied per model: each co-located model gets its own
+partition of fixed-size token blocks, and memory free in one partition cannot serve another.
+`UnifiedKVCache` is seallm's: one pool of fixed-size *byte* pages; a page holds all layers' K
+and V of `page_bytes // bytes_per_token(model)` tokens, so any model can take any free page.
+Both keep a real page table (page ids) per request, which the torch executor indexes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from seallm.request import Request
+from seallm.specs import ModelSpec
+
+
+class KVFull(RuntimeError):
+    """Not enough free pages; the engine must preempt before allocating."""
+
+
+@dataclass(frozen=True)
+class KVStats:
+    total_bytes: float
+    used_bytes: float  # bytes of pages held by requests
+    token_bytes: float  # bytes actually holding K/V of tokens
+    free_pages: int
+
+    @property
+    def utilization(self) -> float:
+        return self.used_bytes / self.total_bytes if self.total_bytes else 0.0
+
+    @property
+    def fragmentation(self) -> float:
+        """Share of held page bytes that hold no token (internal fragmentation)."""
+        return 1.0 - self.token_bytes / self.used_bytes if self.used_bytes else 0.0
+
+
+class _Pool:
+    """Free list of page ids [first, first + num_pages)."""
+
+    def __init__(self, first: int, num_pages: int) -> None:
+        self.num_pages = num_pages
+        self.free = list(range(first + num_pages - 1, first - 1, -1))
+
+    def take(self, n: int) -> list[int]:
+        if n > len(self.free):
+            raise KVFull(f"need {n} pages, {len(self.free)} free")
+        taken = self.free[-n:] if n else []
+        del self.free[len(self.free) - n :]
+        return taken
+
+
+class PagedKVCache:
+    """Shared mechanics: page tables, growth, release, decode look-ahead, statistics.
+
+    Subclasses say which pool serves a service and how many tokens one of its pages holds.
+    """
+
+    def __init__(self, models: dict[str, ModelSpec], tp: int) -> None:
+        self.models = models
+        self.tp = tp
+        self.page_tables: dict[int, list[int]] = {}
+        self.held_tokens: dict[int, int] = {}
+        self._service_of: dict[int, str] = {}
+        self.tokens_per_page: dict[str, int] = {}
+        self.page_bytes: dict[str, float] = {}  # bytes of one page for the service (whole group)
+        self._pool_of: dict[str, _Pool] = {}
+
+    # -- queries ------------------------------------------------------------------------
+    def pages_for(self, service: str, tokens: int) -> int:
+        return -(-tokens // self.tokens_per_page[service])
+
+    def free_pages(self, service: str) -> int:
+        return len(self._pool_of[service].free)
+
+    def capacity_tokens(self, service: str) -> int:
+        """Tokens of this service the cache could hold if it held nothing else."""
+        return self._pool_of[service].num_pages * self.tokens_per_page[service]
+
+    def extra_pages(self, req: Request, tokens: int) -> int:
+        """Pages `req` must gain to hold `tokens` tokens in total."""
+        held = len(self.page_tables.get(req.id, ()))
+        return max(0, self.pages_for(req.service, tokens) - held)
+
+    def can_hold(
+        self, wants: Iterable[tuple[Request, int]], releasing: Iterable[Request] = ()
+    ) -> bool:
+        """Whether every (request, total tokens) can be satisfied at once, after the pages of
+        `releasing` (requests about to be preempted) are freed."""
+        need: dict[int, int] = {}
+        for req, tokens in wants:
+            pool = id(self._pool_of[req.service])
+            need[pool] = need.get(pool, 0) + self.extra_pages(req, tokens)
+        for req in releasing:
+            pool = id(self._pool_of[req.service])
+            need[pool] = need.get(pool, 0) - len(self.page_tables.get(req.id, ()))
+        pools = {id(p): p for p in self._pool_of.values()}
+        return all(n <= len(pools[p].free) for p, n in need.items())
+
+    def max_decode_steps(self, reqs: Sequence[Request], limit: int) -> int:
+        """Largest k <= limit such that every request can grow by k tokens at once."""
+        if not reqs:
+            return limit
+        lo, hi = 0, limit
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if self.can_hold((r, r.context_tokens + mid) for r in reqs):
+                lo = mid
+            else:
+                hi = mid - 1
+        return lo
+
+    # -- changes ------------------------------------------------------------------------
+    def allocate(self, req: Request, tokens: int) -> None:
+        """Grow `req`'s page table to cover `tokens` tokens (raises KVFull, changing nothing)."""
+        table = self.page_tables.setdefault(req.id, [])
+        self._service_of[req.id] = req.service
+        extra = self.pages_for(req.service, tokens) - len(table)
+        if extra > 0:
+            table.extend(self._pool_of[req.service].take(extra))
+        self.held_tokens[req.id] = max(tokens, self.held_tokens.get(req.id, 0))
+
+    def release(self, req: Request) -> int:
+        """Free all of `req`'s pages; returns how many."""
+        table = self.page_tables.pop(req.id, [])
+        self.held_tokens.pop(req.id, None)
+        service = self._service_of.pop(req.id, req.service)
+        self._pool_of[service].free.extend(reversed(table))
+        return len(table)
+
+    def holds(self, req: Request) -> bool:
+        return req.id in self.page_tables
+
+    def stats(self) -> KVStats:
+        pools = {id(p): p for p in self._pool_of.values()}
+        total = sum(self._pool_bytes(p) for p in pools.values())
+        used = token = 0.0
+        for rid, table in self.page_tables.items():
+            s = self._service_of[rid]
+            used += len(table) * self.page_bytes[s]
+            token += self.held_tokens[rid] * self.models[s].kv_bytes_per_token
+        free = sum(len(p.free) for p in pools.values())
+        return KVStats(total, used, token, free)
+
+    def _pool_bytes(self, pool: _Pool) -> float:
+        for s, p in self._pool_of.items():
+            if p is pool:
+                return p.num_pages * self.page_bytes[s]
+        return 0.0
+
+
+class StaticKVCache(PagedKVCache):
+    """Per-model partitions of `block_tokens`-token blocks (vLLM's PagedAttention layout).
+
+    `shares` splits `kv_bytes` among the models (equal shares by default).
+    """
+
+    def __init__(
+        self,
+        models: dict[str, ModelSpec],
+        tp: int,
+        kv_bytes: float,
+        block_tokens: int = 16,
+        shares: dict[str, float] | None = None,
+    ) -> None:
+        super().__init__(models, tp)
+        shares = shares or {s: 1.0 for s in models}
+        total_share = sum(shares[s] for s in models)
+        first = 0
+        for s, m in models.items():
+            self.tokens_per_page[s] = block_tokens
+            self.page_bytes[s] = block_tokens * m.kv_bytes_per_token
+            n = int(kv_bytes * shares[s] / total_share // self.page_bytes[s])
+            self._pool_of[s] = _Pool(first, n)
+            first += n
+
+
+class UnifiedKVCache(PagedKVCache):
+    """One pool of `page_bytes`-per-device pages shared by every model of the group."""
+
+    def __init__(
+        self, models: dict[str, ModelSpec], tp: int, kv_bytes: float, page_bytes: int
+    ) -> None:
+        super().__init__(models, tp)
+        group_page = page_bytes * tp
+        pool = _Pool(0, int(kv_bytes // group_page))
+        for s, m in models.items():
+            if m.kv_bytes_per_token > group_page:
+                raise ValueError(
+                    f"page_bytes {page_bytes} holds no token of {m.name} "
+                    f"({m.kv_bytes_per_token // tp} bytes per token per device)"
+                )
+            self.tokens_per_page[s] = int(group_page // m.kv_bytes_per_token)
+            self.page_bytes[s] = group_page
+            self._pool_of[s] = pool

@@ -1,0 +1,24 @@
+"""Placement algorithms behind one signature: (config, cost model, service loads) -> Plan."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from seallm.config import Config
+from seallm.costmodel import CostModel
+from seallm.placement.dedicated import place_dedicated
+from seallm.placement.demand import ServiceLoad, service_loads
+from seallm.placement.plan import GroupPlan, Plan
+
+Placement = Callable[[Config, CostModel, dict[str, ServiceLoad]], Plan]
+
+PLACEMENTS: dict[str, Placement] = {"dedicated": place_dedicated}
+
+
+def get_placement(name: str) -> Placement:
+    if name not in PLACEMENTS:
+        raise ValueError(f"placement: {name!r} is not one of {', '.join(sorted(PLACEMENTS))}")
+    return PLACEMENTS[name]
+
+
+__all__ = ["GroupPlan", "Placement", "Plan", "PLACEMENTS", "ServiceLoad", "get_placement", "service_loads"]

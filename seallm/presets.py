@@ -1,0 +1,79 @@
+"""Named deployments (part of the interface): `paper32`, `h100x8`, `cpu-duo`."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from seallm.config import ClusterSpec, Config, ConfigError, ServiceSpec
+from seallm.workload import WorkloadSpec
+
+# paper32's services in popularity order (power law over this order): a dozen services of
+# the Llama-2/3, Mistral and CodeLlama classes, from 7B to 70B, sizes interleaved so that
+# both small and large models are among the popular ones.
+PAPER32_MODELS = [
+    "llama-2-7b",
+    "llama-3-8b",
+    "llama-2-13b",
+    "mistral-7b",
+    "codellama-34b",
+    "llama-2-70b",
+    "llama-2-7b",
+    "llama-3-8b",
+    "llama-2-13b",
+    "mistral-7b",
+    "llama-3-70b",
+    "codellama-34b",
+]
+
+
+def _named(models: list[str]) -> list[ServiceSpec]:
+    return [ServiceSpec(name=f"s{i:02d}-{m}", model=m) for i, m in enumerate(models)]
+
+
+def paper32() -> Config:
+    """4 nodes x 8 A100-80GB, 12 services, power-law popularity, Azure-conv lengths,
+    bursty (Gamma CV 2) arrivals."""
+    return Config(
+        name="paper32",
+        cluster=ClusterSpec(device="a100-80gb", num_nodes=4, gpus_per_node=8),
+        services=_named(PAPER32_MODELS),
+        workload=WorkloadSpec(arrival="gamma", rate=24.0, cv=2.0, alpha=0.9),
+        duration_s=600.0,
+    )
+
+
+def h100x8() -> Config:
+    """One 8xH100 node, five services from 7B to 70B (as many as dedicated serving fits)."""
+    models = ["llama-3-8b", "mistral-7b", "llama-2-13b", "codellama-34b", "llama-2-70b"]
+    return Config(
+        name="h100x8",
+        cluster=ClusterSpec(device="h100-80gb", num_nodes=1, gpus_per_node=8),
+        services=_named(models),
+        workload=WorkloadSpec(arrival="gamma", rate=10.0, cv=2.0, alpha=0.9),
+        duration_s=600.0,
+    )
+
+
+def cpu_duo() -> Config:
+    """The two real small models on one CPU device."""
+    return Config(
+        name="cpu-duo",
+        cluster=ClusterSpec(device="cpu", num_nodes=1, gpus_per_node=1),
+        services=[
+            ServiceSpec(name="smollm2-135m", model="smollm2-135m"),
+            ServiceSpec(name="gemma-3-270m", model="gemma-3-270m"),
+        ],
+        workload=WorkloadSpec(
+            arrival="gamma", rate=1.0, cv=2.0, alpha=0.5, max_prompt_tokens=512, max_output_tokens=128
+        ),
+        duration_s=120.0,
+    )
+
+
+PRESETS: dict[str, Callable[[], Config]] = {"paper32": paper32, "h100x8": h100x8, "cpu-duo": cpu_duo}
+
+
+def get_preset(name: str) -> Config:
+    if name not in PRESETS:
+        raise ConfigError(f"preset: {name!r} is not one of {', '.join(PRESETS)}")
+    return PRESETS[name]().validate()

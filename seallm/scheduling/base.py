@@ -1,0 +1,83 @@
+"""The scheduling interface: a policy reads a group engine's state and returns a decision.
+
+A policy never changes the engine; the engine applies the decision (preempt, swap in,
+allocate, run). `account` is the one hook through which a policy keeps per-request state
+(budgets, levels) up to date after an iteration.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from seallm.config import EngineSpec
+from seallm.kvcache import PagedKVCache
+from seallm.request import Request
+
+
+@dataclass
+class Decision:
+    """What the next iteration (or fused run of identical iterations) does."""
+
+    service: str | None = None
+    prefill: list[Request] = field(default_factory=list)  # queued -> prefill (or recompute)
+    decode: list[Request] = field(default_factory=list)  # running -> one token each
+    swap_in: list[Request] = field(default_factory=list)  # swapped -> back on device, then decode
+    preempt: list[Request] = field(default_factory=list)  # running -> lose their device KV
+    stop_at: float = math.inf  # the decision stays valid until this time (budget, ageing)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.prefill or self.decode or self.swap_in)
+
+
+@dataclass
+class EngineState:
+    """What a policy may look at. Lists are ordered by (arrival, id)."""
+
+    waiting: Sequence[Request]
+    running: Sequence[Request]
+    swapped: Sequence[Request]
+    kv: PagedKVCache
+    limits: EngineSpec
+    services: Sequence[str]
+
+
+class Scheduler(Protocol):
+    name: str
+
+    def admit(self, req: Request, now: float) -> None:
+        """Initialise the policy's per-request state when the request reaches the engine."""
+
+    def schedule(self, state: EngineState, now: float) -> Decision: ...
+
+    def account(self, reqs: Sequence[Request], duration: float, now: float) -> None:
+        """Charge `duration` seconds of service to `reqs` (they ran until `now`)."""
+
+
+SCHEDULERS: dict[str, Callable[[], Scheduler]] = {}
+
+
+def register(name: str) -> Callable[[Callable[[], Scheduler]], Callable[[], Scheduler]]:
+    def deco(factory: Callable[[], Scheduler]) -> Callable[[], Scheduler]:
+        SCHEDULERS[name] = factory
+        return factory
+
+    return deco
+
+
+def make_scheduler(name: str) -> Scheduler:
+    if name not in SCHEDULERS:
+        raise ValueError(f"scheduler: {name!r} is not one of {', '.join(sorted(SCHEDULERS))}")
+    return SCHEDULERS[name]()
+
+
+def fit_decode(state: EngineState, decode: list[Request]) -> list[Request]:
+    """Drop requests from the end of `decode` until all can grow by one token; returns the
+    dropped ones (they must be preempted to make room)."""
+    dropped: list[Request] = []
+    while decode and not state.kv.can_hold(((r, r.context_tokens + 1) for r in decode), dropped):
+        dropped.append(decode.pop())
+    return dropped

@@ -1,0 +1,80 @@
+"""First-come-first-served continuous batching, as vLLM (v0) schedules.
+
+vLLM's scheduler (Kwon et al., SOSP'23, §4.5 and its `Scheduler._schedule`): waiting
+requests are admitted in arrival order while the batch, token and KV limits allow; an
+iteration that admits requests runs their prefill only; otherwise all running requests decode.
+When a decode cannot get a KV block, the most recently arrived running request is preempted
+and later recomputed (vLLM's default preemption mode). Co-located models (the AlpaServe
+baseline) are served one model per iteration: the model of the oldest request.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from seallm.request import Request
+from seallm.scheduling.base import Decision, EngineState, fit_decode, register
+
+
+class FCFSScheduler:
+    name = "fcfs"
+
+    def admit(self, req: Request, now: float) -> None:
+        pass
+
+    def account(self, reqs: Sequence[Request], duration: float, now: float) -> None:
+        for r in reqs:
+            r.attained += duration
+            r.last_run = now
+
+    def schedule(self, state: EngineState, now: float) -> Decision:
+        # The model of the oldest request runs; if it can do nothing (its memory is held by
+        # another model's running requests), the next-oldest model runs instead.
+        for service in services_by_age(state):
+            running = [r for r in state.running if r.service == service]
+            prefill = admit_fcfs(state, service, len(running))
+            if prefill:
+                return Decision(service, prefill=prefill)
+            decode = running[: state.limits.max_batch_size]
+            preempt = fit_decode(state, decode)
+            if decode:
+                return Decision(service, decode=decode, preempt=preempt)
+        return Decision()
+
+
+def services_by_age(state: EngineState) -> list[str]:
+    """Services with ready requests, ordered by their oldest request."""
+    oldest: dict[str, tuple[float, int]] = {}
+    for q in (state.waiting, state.running):
+        for r in q:
+            key = (r.arrival, r.id)
+            if r.service not in oldest or key < oldest[r.service]:
+                oldest[r.service] = key
+    return sorted(oldest, key=oldest.__getitem__)
+
+
+def admit_fcfs(state: EngineState, service: str, num_running: int) -> list[Request]:
+    """Waiting requests of `service` in arrival order while limits allow (head-of-line
+    blocking, as in vLLM). Keeps one free page per running request as growth headroom."""
+    limits, kv = state.limits, state.kv
+    prefill: list[Request] = []
+    wants: list[tuple[Request, int]] = []
+    tokens = 0
+    for r in state.waiting:
+        if r.service != service:
+            continue
+        n = r.context_tokens
+        if num_running + len(prefill) >= limits.max_batch_size:
+            break
+        if prefill and tokens + n > limits.max_batched_tokens:
+            break
+        need = sum(kv.extra_pages(q, t) for q, t in wants) + kv.extra_pages(r, n)
+        if need + num_running > kv.free_pages(service):
+            break
+        prefill.append(r)
+        wants.append((r, n))
+        tokens += n
+    return prefill
+
+
+register("fcfs")(FCFSScheduler)
