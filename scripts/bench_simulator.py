@@ -14,15 +14,15 @@ import os
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
-import argparse  # noqa: E402
-import time  # noqa: E402
+import argparse
+import time
 
-from seallm.costmodel import CostModel  # noqa: E402
-from seallm.metrics import summarize  # noqa: E402
-from seallm.presets import get_preset  # noqa: E402
-from seallm.runtime.sim import simulate  # noqa: E402
-from seallm.systems import resolve_systems  # noqa: E402
-from seallm.workload import generate  # noqa: E402
+from seallm.costmodel import CostModel
+from seallm.metrics import summarize
+from seallm.presets import get_preset
+from seallm.runtime.sim import simulate
+from seallm.systems import resolve_systems
+from seallm.workload import generate
 
 
 def main() -> None:
@@ -38,22 +38,33 @@ def main() -> None:
     cfg.duration_s = args.duration
     t0 = time.perf_counter()
     records = generate(
-        cfg.workload, [(s.name, s.weight) for s in cfg.services], cfg.duration_s, cfg.seed, args.rate_scale
+        cfg.workload,
+        [(s.name, s.weight) for s in cfg.services],
+        cfg.duration_s,
+        cfg.seed,
+        args.rate_scale,
     )
     gen = time.perf_counter() - t0
-    print(f"{cfg.name}: {len(records)} requests over {cfg.duration_s:.0f} s (generated in {gen:.2f} s)")
-    print(f"{'system':<20}{'wall s':>9}{'sim s':>9}{'sim s/wall s':>14}{'req/wall s':>12}{'iterations':>12}{'steps':>9}{'done':>8}")
+    print(
+        f"{cfg.name}: {len(records)} requests over {cfg.duration_s:.0f} s ({gen:.2f} s to generate)"
+    )
+    heads = ["wall s", "sim s", "sim s/wall s", "req/wall s", "iterations", "steps", "done"]
+    print(f"{'system':<20}" + "".join(f"{h:>13}" for h in heads))
     slo = {s.name: s.slo_scale for s in cfg.services}
     for system in resolve_systems(args.system):
         res = simulate(cfg, system, records, CostModel(cfg.cluster.device_spec), args.rate_scale)
         engines = res.controller.engines.values()
         row = summarize(res.requests, slo, res.end_time, system.name)
-        print(
-            f"{system.name:<20}{res.wall_seconds:>9.1f}{res.end_time:>9.0f}"
-            f"{res.end_time / res.wall_seconds:>14.0f}{len(records) / res.wall_seconds:>12.0f}"
-            f"{sum(e.iterations for e in engines):>12}{sum(e.steps for e in engines):>9}"
-            f"{row.completed:>8}"
-        )
+        values = [
+            f"{res.wall_seconds:.1f}",
+            f"{res.end_time:.0f}",
+            f"{res.end_time / res.wall_seconds:.0f}",
+            f"{len(records) / res.wall_seconds:.0f}",
+            sum(e.iterations for e in engines),
+            sum(e.steps for e in engines),
+            row.completed,
+        ]
+        print(f"{system.name:<20}" + "".join(f"{v:>13}" for v in values))
 
 
 if __name__ == "__main__":

@@ -8,7 +8,7 @@ rates.
 
 from __future__ import annotations
 
-from seallm.specs import GiB, DeviceSpec, ModelSpec
+from seallm.specs import DeviceSpec, GiB, ModelSpec
 
 MODELS: dict[str, ModelSpec] = {
     m.name: m

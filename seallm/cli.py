@@ -22,7 +22,9 @@ from seallm.runtime.sim import SimResult, simulate
 from seallm.systems import get_system, resolve_systems
 from seallm.workload import WorkloadError, generate
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, help="seallm: many LLMs, shared GPUs, low latency.")
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, help="seallm: many LLMs, shared GPUs, low latency."
+)
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 160)
 
@@ -57,7 +59,7 @@ ROW_COLUMNS = [
 
 def print_rows(rows: list[ResultRow], title: str, first: str = "system") -> None:
     table = Table(title=title)
-    cols = [(first, first, "{}")] + ROW_COLUMNS[1:] if first != "system" else ROW_COLUMNS
+    cols = [(first, first, "{}"), *ROW_COLUMNS[1:]] if first != "system" else ROW_COLUMNS
     for _, header, _ in cols:
         table.add_column(header, justify="right")
     for row in rows:
@@ -72,12 +74,18 @@ def simulate_cmd(
     system: Annotated[str, typer.Option(help="a system name, a comma list, or all")] = "all",
     trace: Annotated[Path | None, typer.Option(help="replay this trace's arrivals")] = None,
     rate_scale: Annotated[float, typer.Option(help="multiply every arrival rate")] = 1.0,
-    slo_scale: Annotated[float | None, typer.Option(help="override every service's SLO scale")] = None,
+    slo_scale: Annotated[
+        float | None, typer.Option(help="override every service's SLO scale")
+    ] = None,
     duration: Annotated[float | None, typer.Option(help="seconds of arrivals")] = None,
     seed: Annotated[int | None, typer.Option(help="workload seed")] = None,
-    json_out: Annotated[str | None, typer.Option("--json", help="write results; - for stdout")] = None,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="write results; - for stdout")
+    ] = None,
     plot: Annotated[Path | None, typer.Option(help="write PNG plots into this folder")] = None,
-    per_service_table: Annotated[bool, typer.Option("--per-service", help="also print per-service rows")] = False,
+    per_service_table: Annotated[
+        bool, typer.Option("--per-service", help="also print per-service rows")
+    ] = False,
 ) -> None:
     """Simulate systems on one workload (all in one run, same arrivals) and compare them."""
     try:
@@ -95,7 +103,11 @@ def simulate_cmd(
         cfg.validate()
         systems = resolve_systems(system)
         records = generate(
-            cfg.workload, [(s.name, s.weight) for s in cfg.services], cfg.duration_s, cfg.seed, rate_scale
+            cfg.workload,
+            [(s.name, s.weight) for s in cfg.services],
+            cfg.duration_s,
+            cfg.seed,
+            rate_scale,
         )
     except (ConfigError, WorkloadError, ValueError) as err:
         raise _fail(err) from err
@@ -110,7 +122,12 @@ def simulate_cmd(
             task = bar.add_task(spec.name, total=cfg.duration_s + cfg.drain_seconds)
             try:
                 res = simulate(
-                    cfg, spec, records, cost, rate_scale, progress=lambda t: bar.update(task, completed=t)
+                    cfg,
+                    spec,
+                    records,
+                    cost,
+                    rate_scale,
+                    progress=lambda t, task=task: bar.update(task, completed=t),
                 )
             except (ConfigError, ValueError) as err:
                 raise _fail(err) from err
@@ -163,7 +180,9 @@ def _plots(results: list[SimResult], svc_rows: dict[str, list[ResultRow]], out: 
     }
     paths = [
         latency_cdf(lat, out / "latency_cdf.png"),
-        per_service_bars(svc_rows, "mean_normalized_latency", out / "per_service_norm_latency.png", "s/token"),
+        per_service_bars(
+            svc_rows, "mean_normalized_latency", out / "per_service_norm_latency.png", "s/token"
+        ),
         per_service_bars(svc_rows, "slo_attainment", out / "per_service_slo.png", "SLO attainment"),
     ]
     for p in paths:
@@ -194,7 +213,9 @@ def plan_cmd(
     for g in plan.groups:
         models = [cfg.service(s).model_spec for s in g.services]
         replicas = {s: len(plan.hosts(s)) for s in g.services}
-        busy = sum(busy_fraction(loads[s], cost, g.size, cfg.engine) / replicas[s] for s in g.services)
+        busy = sum(
+            busy_fraction(loads[s], cost, g.size, cfg.engine) / replicas[s] for s in g.services
+        )
         table.add_row(
             str(g.id),
             str(g.node),

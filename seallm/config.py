@@ -62,6 +62,8 @@ class EngineSpec:
     block_tokens: int = 16  # static (per-model) KV block size, vLLM's default
     page_bytes: int = 2 * 1024 * 1024  # unified KV page size per device
     max_fused_iterations: int = 256  # simulator only: identical decode iterations fused in one step
+    ageing_s: float = 30.0  # priority schedulers: a request waiting this long runs next
+    swap_bytes_per_gpu: float = 4 * 1024**3  # host memory for swapped KV (vLLM's swap_space)
 
 
 @dataclass(frozen=True)
@@ -73,6 +75,7 @@ class SystemSpec:
     placement: str
     scheduler: str
     kv: str  # "static" (per-model partitions) or "unified" (one shared pool)
+    preemption: str = "recompute"  # or "cost": swap or recompute, whichever is cheaper
     replacement: str | None = None
     description: str = ""
 
@@ -85,7 +88,9 @@ class Config:
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     engine: EngineSpec = field(default_factory=EngineSpec)
     duration_s: float = 600.0
-    drain_s: float | None = None  # time after the last arrival to finish; default max(60, duration/4)
+    drain_s: float | None = (
+        None  # time after the last arrival to finish; default max(60, duration/4)
+    )
     seed: int = 0
 
     def service(self, name: str) -> ServiceSpec:
@@ -100,7 +105,9 @@ class Config:
         _positive("cluster.num_nodes", c.num_nodes)
         _positive("cluster.gpus_per_node", c.gpus_per_node)
         if c.gpus_per_node & (c.gpus_per_node - 1):
-            raise ConfigError(f"cluster.gpus_per_node must be a power of two, got {c.gpus_per_node}")
+            raise ConfigError(
+                f"cluster.gpus_per_node must be a power of two, got {c.gpus_per_node}"
+            )
         if not self.services:
             raise ConfigError("services: at least one service is required")
         seen: set[str] = set()
@@ -116,7 +123,9 @@ class Config:
         for f in dataclasses.fields(e):
             _positive(f"engine.{f.name}", getattr(e, f.name))
         if not 0 < e.memory_utilization <= 1:
-            raise ConfigError(f"engine.memory_utilization must be in (0, 1], got {e.memory_utilization}")
+            raise ConfigError(
+                f"engine.memory_utilization must be in (0, 1], got {e.memory_utilization}"
+            )
         _positive("duration_s", self.duration_s)
         try:
             self.workload.validate()

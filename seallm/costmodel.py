@@ -1,26 +1,30 @@
 """Analytical cost model: iteration, prefill, decode, swap and model-load times.
 
-Every kernel of a decoder layer is costed by a roofline, max(FLOPs / (peak * eff_c), bytes /
-(bandwidth * eff_m)) + a per-kernel launch overhead, with the efficiency factors of the
-device's `Calibration` (fitted against measured kernel times, see `seallm/calibration.py`).
+Every kernel is costed by a roofline, launch overhead + max(FLOPs / (peak * eff_c), bytes /
+(bandwidth * eff_m)), with the efficiency factors of the device's `Calibration` (fitted against
+measured kernel times; the kernel shapes and the fit are described in `seallm/calibration.py`).
 Weights and work are sharded by the tensor-parallel degree tp the way vLLM/Megatron shard them:
 QKV and MLP up (fused gate+up when gated) are column-parallel, O and down are row-parallel,
 attention heads and the MLP activation are split, norms, residual adds and the embedding are
 replicated, and each layer ends its attention and its MLP with an all-reduce (ring, over the
-intra-node link) when tp > 1.
+intra-node link) when tp > 1. KV heads are replicated when tp exceeds their number.
 
 One forward pass (`ModelCost.iteration_time`) of a batch with M = prefill + decode tokens:
 
-    num_layers * (QKV + rope + attention + O + 2 norms + 2 adds + up + act + down + 2 all-reduce)
+    num_layers * (QKV + rope + KV-cache write + attention + O + 2 norms + 2 adds + up + act
+                  + down + 2 all-reduces)
     + embedding (+ its all-reduce) + final norm + LM head on the sampled tokens (+ logits gather)
     + CPU overhead (fixed per step, plus per sequence).
 
-Everything but attention and the LM head depends on M only, and is piecewise linear in M (each
-GEMM is the max of two lines in M), so `ModelCost` precomputes the pieces once and an
+Everything but attention and the LM head depends on M only and is piecewise linear in M (each
+kernel is the max of two lines in M), so `ModelCost` precomputes the pieces once and an
 iteration costs a bisect and a few float operations. Prefill attention is causal and compute
-bound (FLOPs ~ sum of squared prompt lengths); decode attention streams the KV cache (bytes ~
-the sum of context lengths). The number of sequences sampled from a prefill is estimated as
-prefill_tokens^2 / prefill_sq_sum (exact when the prompts have equal lengths, and 1 for one).
+bound: 2*head_dim FLOPs per (query, key) pair for QK^T and as many for PV, ~l^2/2 pairs per
+prompt of length l, hence the sum of squared lengths. (A chunk of c tokens continuing a prompt
+of which q tokens are cached attends to ~c*q + c^2/2 pairs: pass c*(c + 2*q) as its square.)
+Decode attention streams each request's K and V (memory bound). Only the last position of each
+sequence goes through the LM head; the number of prefill sequences is estimated as
+prefill_tokens^2 / prefill_sq_sum (exact for equal lengths, 1 for one prompt).
 """
 
 from __future__ import annotations
@@ -233,21 +237,23 @@ class ModelCost:
 
     def standalone_latency(self, prompt_tokens: int, output_tokens: int) -> float:
         """Alone on the group: prefill (yields token 1), then output_tokens - 1 decode steps
-        at batch 1 with the context growing from prompt_tokens."""
+        at batch 1. Decode step i (1-based) holds the KV of prompt_tokens + i tokens: the
+        prompt, the tokens generated so far, and the one it feeds in (`Request.context_tokens`
+        = prompt + generated, as the engine passes it)."""
         t = self.prefill_time(prompt_tokens)
         k = output_tokens - 1
         if k <= 0:
             return t
-        first, last = prompt_tokens, prompt_tokens + k - 1
+        first, last = prompt_tokens + 1, prompt_tokens + k
         c, mc, mn = self._dc_c, self._dc_mc, self._dc_mn
-        ctx_total = k * prompt_tokens + k * (k - 1) / 2
+        ctx_total = k * first + k * (k - 1) / 2
         # max of two lines in ctx: closed form when one line wins at both ends.
         if mc * first + mn >= c * first and mc * last + mn >= c * last:
             attn = mc * ctx_total + mn * k
         elif c * first >= mc * first + mn and c * last >= mc * last + mn:
             attn = c * ctx_total
         else:
-            attn = float(self.decode_times(1, prompt_tokens, k).sum()) - k * self._decode_base(1)
+            attn = float(self.decode_times(1, first, k).sum()) - k * self._decode_base(1)
         return t + k * self._decode_base(1) + attn
 
     # --- per-op view (what the measured profiles hold) -----------------------------------

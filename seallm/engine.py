@@ -13,6 +13,7 @@ from collections.abc import Callable
 from seallm.config import EngineSpec
 from seallm.executor.base import Batch, Executor, StepOutcome
 from seallm.kvcache import PagedKVCache
+from seallm.profile import ServiceProfile
 from seallm.request import Request, Status
 from seallm.scheduling.base import EngineState, Scheduler
 from seallm.specs import ModelSpec
@@ -32,6 +33,8 @@ class GroupEngine:
         kv: PagedKVCache,
         executor: Executor,
         limits: EngineSpec,
+        profiles: dict[str, ServiceProfile],
+        preemption: str = "recompute",
         fuse: bool = True,
         swap_time: Callable[[Request], float] | None = None,
     ) -> None:
@@ -42,14 +45,21 @@ class GroupEngine:
         self.kv = kv
         self.executor = executor
         self.limits = limits
+        self.profiles = profiles
+        if preemption not in ("recompute", "cost"):
+            raise ValueError(f"preemption: {preemption!r} is not one of recompute, cost")
+        self.preemption = preemption
         self.fuse = fuse
         self.swap_time = swap_time or (lambda r: 0.0)
+        self.host_capacity = limits.swap_bytes_per_gpu * tp
+        self.host_used = 0.0
         self.waiting: list[Request] = []
         self.running: list[Request] = []
         self.swapped: list[Request] = []
         self.busy = False
         # Counters for monitoring.
         self.iterations = 0
+        self.batched = 0  # request-iterations, for the mean batch size
         self.steps = 0
         self.busy_time = 0.0
         self.preemptions = 0
@@ -86,6 +96,7 @@ class GroupEngine:
         for r in decision.swap_in:
             self.kv.allocate(r, r.context_tokens + 1)
             self.swapped.remove(r)
+            self.host_used -= self._kv_bytes(r)
             bisect.insort(self.running, r, key=_order)
             r.status = Status.RUNNING
             extra += self.swap_time(r)
@@ -133,27 +144,49 @@ class GroupEngine:
             r.finish_time = end
             self.kv.release(r)
             self.running.remove(r)
+            self.scheduler.release(r)
+            self.profiles[r.service].observe(r)
         self.busy = False
         self.steps += 1
         self.iterations += k
+        self.batched += k * (len(batch.prefill) + len(batch.decode))
         self.busy_time += outcome.duration
         return outcome.finished
 
     # -- preemption and aborts ----------------------------------------------------------------
+    def _kv_bytes(self, r: Request) -> float:
+        return r.context_tokens * self.models[r.service].kv_bytes_per_token
+
     def _preempt(self, r: Request) -> float:
-        """Free `r`'s device KV; it recomputes its context when next scheduled."""
+        """Take `r`'s device KV away: swap it to host memory when that is cheaper than
+        recomputing it (and host space allows), else drop it to recompute later. Returns the
+        seconds charged now (the swap-out)."""
         self.kv.release(r)
         self.running.remove(r)
-        r.status = Status.QUEUED
         r.preemptions += 1
         self.preemptions += 1
+        if self.preemption == "cost" and self._swap_is_cheaper(r):
+            r.status = Status.SWAPPED
+            self.host_used += self._kv_bytes(r)
+            self.swaps += 1
+            bisect.insort(self.swapped, r, key=_order)
+            return self.swap_time(r)
+        r.status = Status.QUEUED
         bisect.insort(self.waiting, r, key=_order)
         return 0.0
+
+    def _swap_is_cheaper(self, r: Request) -> bool:
+        if self.host_used + self._kv_bytes(r) > self.host_capacity:
+            return False
+        recompute = self.profiles[r.service].cost.prefill_time(r.context_tokens)
+        return 2 * self.swap_time(r) < recompute  # out now and in later, against one prefill
 
     def drain(self) -> list[Request]:
         """Remove and return every unfinished request (end of a run, or a group going away)."""
         out = self.waiting + self.running + self.swapped
         for r in out:
             self.kv.release(r)
+            self.scheduler.release(r)
         self.waiting, self.running, self.swapped = [], [], []
+        self.host_used = 0.0
         return out

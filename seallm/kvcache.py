@@ -72,6 +72,10 @@ class PagedKVCache:
     def pages_for(self, service: str, tokens: int) -> int:
         return -(-tokens // self.tokens_per_page[service])
 
+    def pool_of(self, service: str) -> object:
+        """An identity for the pool serving `service` (shared by all in a unified cache)."""
+        return self._pool_of[service]
+
     def free_pages(self, service: str) -> int:
         return len(self._pool_of[service].free)
 

@@ -64,13 +64,22 @@ def cpu_duo() -> Config:
             ServiceSpec(name="gemma-3-270m", model="gemma-3-270m"),
         ],
         workload=WorkloadSpec(
-            arrival="gamma", rate=1.0, cv=2.0, alpha=0.5, max_prompt_tokens=512, max_output_tokens=128
+            arrival="gamma",
+            rate=1.0,
+            cv=2.0,
+            alpha=0.5,
+            max_prompt_tokens=512,
+            max_output_tokens=128,
         ),
         duration_s=120.0,
     )
 
 
-PRESETS: dict[str, Callable[[], Config]] = {"paper32": paper32, "h100x8": h100x8, "cpu-duo": cpu_duo}
+PRESETS: dict[str, Callable[[], Config]] = {
+    "paper32": paper32,
+    "h100x8": h100x8,
+    "cpu-duo": cpu_duo,
+}
 
 
 def get_preset(name: str) -> Config:

@@ -15,6 +15,46 @@ SYSTEMS: dict[str, SystemSpec] = {
             description="vLLM-style dedicated serving: each service on its own groups sized "
             "to its load, FCFS continuous batching, static paged KV, no re-placement",
         ),
+        SystemSpec(
+            "seallm",
+            placement="colocate",
+            scheduler="doubling-budget",
+            kv="unified",
+            preemption="cost",
+            description="SeaLLM: services share groups; doubling-budget priority scheduling, "
+            "unified KV cache, swap-or-recompute preemption",
+        ),
+        SystemSpec(
+            "seallm-fcfs",
+            placement="colocate",
+            scheduler="fcfs",
+            kv="unified",
+            description="ablation: seallm with FCFS scheduling (vLLM's) instead of DB",
+        ),
+        SystemSpec(
+            "seallm-nodoubling",
+            placement="colocate",
+            scheduler="fixed-budget",
+            kv="unified",
+            preemption="cost",
+            description="ablation: seallm with fixed budgets per level instead of doubling",
+        ),
+        SystemSpec(
+            "seallm-static-kv",
+            placement="colocate",
+            scheduler="doubling-budget",
+            kv="static",
+            preemption="cost",
+            description="ablation: seallm with static per-model KV partitions",
+        ),
+        SystemSpec(
+            "seallm-oracle",
+            placement="colocate",
+            scheduler="oracle",
+            kv="unified",
+            preemption="cost",
+            description="upper bound: seallm knowing output lengths, shortest remaining first",
+        ),
     ]
 }
 

@@ -16,7 +16,11 @@ def test_presets_are_valid(name):
 
 def test_paper32_matches_design():
     cfg = get_preset("paper32")
-    assert (cfg.cluster.num_nodes, cfg.cluster.gpus_per_node, cfg.cluster.device) == (4, 8, "a100-80gb")
+    assert (cfg.cluster.num_nodes, cfg.cluster.gpus_per_node, cfg.cluster.device) == (
+        4,
+        8,
+        "a100-80gb",
+    )
     sizes = {s.model_spec.num_params for s in cfg.services}
     assert len(cfg.services) == 12 and min(sizes) < 8e9 and max(sizes) > 65e9
 
@@ -35,7 +39,10 @@ BASE = {"services": [{"name": "a", "model": "llama-2-7b"}]}
 @pytest.mark.parametrize(
     ("data", "needle"),
     [
-        ({"services": [{"name": "a", "model": "gpt-9"}]}, "services[0].model: 'gpt-9' is not one of"),
+        (
+            {"services": [{"name": "a", "model": "gpt-9"}]},
+            "services[0].model: 'gpt-9' is not one of",
+        ),
         ({**BASE, "cluster": {"device": "tpu"}}, "cluster.device: 'tpu' is not one of a100-80gb"),
         ({**BASE, "workload": {"rate": -1}}, "workload.rate"),
         ({**BASE, "workload": {"arrival": "zipf"}}, "workload.arrival"),
@@ -44,7 +51,10 @@ BASE = {"services": [{"name": "a", "model": "llama-2-7b"}]}
         ({**BASE, "cluster": {"colour": 1}}, "cluster.colour: unknown key; valid keys are device"),
         ({"services": []}, "services: at least one"),
         ({"services": [{"name": "a", "model": "llama-2-7b"}] * 2}, "services[1].name"),
-        ({"services": [{"name": "a", "model": "llama-2-7b", "slo_scale": -2}]}, "services[0].slo_scale"),
+        (
+            {"services": [{"name": "a", "model": "llama-2-7b", "slo_scale": -2}]},
+            "services[0].slo_scale",
+        ),
     ],
 )
 def test_invalid_configs_name_the_field(data, needle):

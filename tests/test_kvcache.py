@@ -66,7 +66,9 @@ def test_stats_report_utilization_and_fragmentation():
     limit=st.integers(1, 64),
 )
 def test_max_decode_steps_matches_brute_force(ctx, free_tokens, limit):
-    kv = StaticKVCache({"a": M7}, tp=1, kv_bytes=(sum(ctx) + len(ctx) * 16 + free_tokens) * M7.kv_bytes_per_token)
+    kv = StaticKVCache(
+        {"a": M7}, tp=1, kv_bytes=(sum(ctx) + len(ctx) * 16 + free_tokens) * M7.kv_bytes_per_token
+    )
     reqs = [req(i, "a", prompt=c) for i, c in enumerate(ctx)]
     for r in reqs:
         kv.allocate(r, r.prompt_tokens)

@@ -19,7 +19,9 @@ VLLM = get_system("vllm")
 
 def records_for(cfg, seed=None, rate_scale=1.0):
     services = [(s.name, s.weight) for s in cfg.services]
-    return generate(cfg.workload, services, cfg.duration_s, cfg.seed if seed is None else seed, rate_scale)
+    return generate(
+        cfg.workload, services, cfg.duration_s, cfg.seed if seed is None else seed, rate_scale
+    )
 
 
 def test_every_request_is_accounted_for(small_config):
@@ -33,7 +35,9 @@ def test_every_request_is_accounted_for(small_config):
             assert r.arrival <= r.first_token_time <= r.finish_time <= res.end_time + 1e-9
         else:
             assert r.status is Status.REJECTED or res.end_time >= small_config.duration_s
-    row = summarize(res.requests, {s.name: 5.0 for s in small_config.services}, res.end_time, "vllm")
+    row = summarize(
+        res.requests, {s.name: 5.0 for s in small_config.services}, res.end_time, "vllm"
+    )
     assert row.completed + row.rejected <= row.requests == len(recs)
 
 
@@ -71,7 +75,9 @@ def test_a_request_alone_takes_its_standalone_latency(small_config):
     assert r.status is Status.FINISHED
     assert r.finish_time - r.arrival == pytest.approx(r.standalone, rel=1e-9)
     cost = CostModel(small_config.cluster.device_spec)
-    mc = cost.for_model(small_config.service("code-13b").model_spec, res.controller.engines[r.group].tp)
+    mc = cost.for_model(
+        small_config.service("code-13b").model_spec, res.controller.engines[r.group].tp
+    )
     assert r.first_token_time - r.arrival == pytest.approx(mc.prefill_time(500), rel=1e-9)
 
 

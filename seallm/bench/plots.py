@@ -8,10 +8,10 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
 
-from seallm.metrics import ResultRow  # noqa: E402
+from seallm.metrics import ResultRow
 
 
 def latency_cdf(latencies: Mapping[str, Sequence[float]], path: Path) -> Path:

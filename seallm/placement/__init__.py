@@ -6,13 +6,14 @@ from collections.abc import Callable
 
 from seallm.config import Config
 from seallm.costmodel import CostModel
+from seallm.placement.colocate import place_colocated
 from seallm.placement.dedicated import place_dedicated
 from seallm.placement.demand import ServiceLoad, service_loads
 from seallm.placement.plan import GroupPlan, Plan
 
 Placement = Callable[[Config, CostModel, dict[str, ServiceLoad]], Plan]
 
-PLACEMENTS: dict[str, Placement] = {"dedicated": place_dedicated}
+PLACEMENTS: dict[str, Placement] = {"dedicated": place_dedicated, "colocate": place_colocated}
 
 
 def get_placement(name: str) -> Placement:
@@ -21,4 +22,12 @@ def get_placement(name: str) -> Placement:
     return PLACEMENTS[name]
 
 
-__all__ = ["GroupPlan", "Placement", "Plan", "PLACEMENTS", "ServiceLoad", "get_placement", "service_loads"]
+__all__ = [
+    "PLACEMENTS",
+    "GroupPlan",
+    "Placement",
+    "Plan",
+    "ServiceLoad",
+    "get_placement",
+    "service_loads",
+]

@@ -36,7 +36,9 @@ def min_group_size(model: ModelSpec, config: Config) -> int | None:
     dev, eng = config.cluster.device_spec, config.engine
     size = 1
     while size <= config.cluster.gpus_per_node:
-        if model.weight_bytes <= size * dev.memory_bytes * (eng.memory_utilization - eng.min_kv_fraction):
+        if model.weight_bytes <= size * dev.memory_bytes * (
+            eng.memory_utilization - eng.min_kv_fraction
+        ):
             return size
         size *= 2
     return None
@@ -48,7 +50,9 @@ def kv_bytes(models: list[ModelSpec], size: int, config: Config) -> float:
     return usable - sum(m.weight_bytes for m in models)
 
 
-def busy_fraction(load: ServiceLoad, cost: CostModel, size: int, eng: EngineSpec, batch: int = 16) -> float:
+def busy_fraction(
+    load: ServiceLoad, cost: CostModel, size: int, eng: EngineSpec, batch: int = 16
+) -> float:
     """Fraction of a group's time the service needs, with decode batched `batch` wide:
     rate x (prefill + output tokens x decode iteration time / batch)."""
     mc = cost.for_model(load.model, size)

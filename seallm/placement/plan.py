@@ -38,9 +38,7 @@ class Plan:
         return self
 
 
-def pack_groups(
-    sizes: list[tuple[int, tuple[str, ...]]], cluster: ClusterSpec
-) -> Plan | None:
+def pack_groups(sizes: list[tuple[int, tuple[str, ...]]], cluster: ClusterSpec) -> Plan | None:
     """Place groups of power-of-two sizes onto nodes, largest first (first-fit decreasing,
     which never fails while the total fits, since every size divides the node size).
     Returns None when they do not fit."""
@@ -49,7 +47,9 @@ def pack_groups(
     order = sorted(range(len(sizes)), key=lambda i: -sizes[i][0])
     for i in order:
         size, services = sizes[i]
-        node = next((n for n in range(cluster.num_nodes) if free[n] + size <= cluster.gpus_per_node), None)
+        node = next(
+            (n for n in range(cluster.num_nodes) if free[n] + size <= cluster.gpus_per_node), None
+        )
         if node is None:
             return None
         groups.append(GroupPlan(len(groups), node, free[node], size, services))

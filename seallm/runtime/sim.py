@@ -24,7 +24,8 @@ from seallm.placement.demand import kv_bytes
 from seallm.placement.plan import GroupPlan, Plan
 from seallm.request import Request
 from seallm.scheduling import make_scheduler
-from seallm.workload import TraceRecord
+from seallm.profile import offline_profile
+from seallm.workload import TraceRecord, get_length_distribution
 
 
 @dataclass
@@ -42,7 +43,9 @@ def make_kv(config: Config, system: SystemSpec, group: GroupPlan) -> PagedKVCach
     if system.kv == "unified":
         return UnifiedKVCache(models, group.size, pool, config.engine.page_bytes)
     if system.kv == "static":
-        shares = dict(zip(group.services, group.kv_shares, strict=True)) if group.kv_shares else None
+        shares = (
+            dict(zip(group.services, group.kv_shares, strict=True)) if group.kv_shares else None
+        )
         return StaticKVCache(models, group.size, pool, config.engine.block_tokens, shares)
     raise ValueError(f"kv: {system.kv!r} is not one of static, unified")
 
@@ -50,17 +53,23 @@ def make_kv(config: Config, system: SystemSpec, group: GroupPlan) -> PagedKVCach
 def sim_engine_factory(
     config: Config, system: SystemSpec, cost: CostModel, fuse: bool = True
 ) -> Callable[[GroupPlan], GroupEngine]:
+    wl = config.workload
+    lengths = get_length_distribution(wl.lengths, wl.max_prompt_tokens, wl.max_output_tokens)
+
     def build(group: GroupPlan) -> GroupEngine:
         models = {s: config.service(s).model_spec for s in group.services}
         costs = {s: cost.for_model(m, group.size) for s, m in models.items()}
+        profiles = {s: offline_profile(s, c, lengths, config.seed) for s, c in costs.items()}
         return GroupEngine(
             group.id,
             models,
             group.size,
-            make_scheduler(system.scheduler),
+            make_scheduler(system.scheduler, profiles, config.engine),
             make_kv(config, system, group),
             SimExecutor(costs),
             config.engine,
+            profiles,
+            preemption=system.preemption,
             fuse=fuse,
             swap_time=lambda r: cost.swap_time(models[r.service], group.size, r.context_tokens),
         )
@@ -98,7 +107,8 @@ def simulate(
 
     def horizon(engine: GroupEngine) -> float:
         return min(
-            (times[s][nxt[s]] if nxt[s] < len(times[s]) else math.inf) for s in services_of[engine.id]
+            (times[s][nxt[s]] if nxt[s] < len(times[s]) else math.inf)
+            for s in services_of[engine.id]
         )
 
     end_limit = config.duration_s + config.drain_seconds

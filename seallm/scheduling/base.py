@@ -14,6 +14,7 @@ from typing import Protocol
 
 from seallm.config import EngineSpec
 from seallm.kvcache import PagedKVCache
+from seallm.profile import ServiceProfile
 from seallm.request import Request
 
 
@@ -56,22 +57,29 @@ class Scheduler(Protocol):
     def account(self, reqs: Sequence[Request], duration: float, now: float) -> None:
         """Charge `duration` seconds of service to `reqs` (they ran until `now`)."""
 
+    def release(self, req: Request) -> None:
+        """`req` left the engine (finished, aborted or drained)."""
 
-SCHEDULERS: dict[str, Callable[[], Scheduler]] = {}
+
+# A factory gets the group's service profiles and engine limits.
+SchedulerFactory = Callable[[dict[str, ServiceProfile], EngineSpec], Scheduler]
+SCHEDULERS: dict[str, SchedulerFactory] = {}
 
 
-def register(name: str) -> Callable[[Callable[[], Scheduler]], Callable[[], Scheduler]]:
-    def deco(factory: Callable[[], Scheduler]) -> Callable[[], Scheduler]:
+def register(name: str) -> Callable[[SchedulerFactory], SchedulerFactory]:
+    def deco(factory: SchedulerFactory) -> SchedulerFactory:
         SCHEDULERS[name] = factory
         return factory
 
     return deco
 
 
-def make_scheduler(name: str) -> Scheduler:
+def make_scheduler(
+    name: str, profiles: dict[str, ServiceProfile], limits: EngineSpec
+) -> Scheduler:
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler: {name!r} is not one of {', '.join(sorted(SCHEDULERS))}")
-    return SCHEDULERS[name]()
+    return SCHEDULERS[name](profiles, limits)
 
 
 def fit_decode(state: EngineState, decode: list[Request]) -> list[Request]:

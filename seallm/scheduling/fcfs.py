@@ -19,7 +19,13 @@ from seallm.scheduling.base import Decision, EngineState, fit_decode, register
 class FCFSScheduler:
     name = "fcfs"
 
+    def __init__(self, profiles: object = None, limits: object = None) -> None:
+        pass
+
     def admit(self, req: Request, now: float) -> None:
+        pass
+
+    def release(self, req: Request) -> None:
         pass
 
     def account(self, reqs: Sequence[Request], duration: float, now: float) -> None:
