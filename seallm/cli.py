@@ -228,6 +228,22 @@ def plan_cmd(
     out.print(table)
 
 
+@app.command("experiment")
+def experiment_cmd(
+    name: Annotated[str, typer.Argument(help="shared-group")],
+    out: Annotated[Path, typer.Option(help="folder for JSON and PNG results")] = Path("results"),
+    quick: Annotated[bool, typer.Option(help="a smaller sweep (for smoke tests)")] = False,
+    duration: Annotated[float, typer.Option(help="seconds of arrivals per run")] = 600.0,
+    seeds: Annotated[int, typer.Option(help="workload seeds per point (averaged)")] = 3,
+) -> None:
+    """Run a named experiment: tables on the terminal, JSON and PNG plots in --out."""
+    from seallm.bench.experiments import EXPERIMENTS
+
+    if name not in EXPERIMENTS:
+        raise _fail(ConfigError(f"experiment: {name!r} is not one of {', '.join(EXPERIMENTS)}"))
+    EXPERIMENTS[name](out, quick=quick, duration_s=duration, seeds=seeds)
+
+
 def main() -> None:
     app()
 

@@ -15,7 +15,7 @@ import yaml
 
 from seallm.catalog import DEVICES, MODELS
 from seallm.specs import DeviceSpec, ModelSpec
-from seallm.workload import WorkloadError, WorkloadSpec
+from seallm.workload import WorkloadError, WorkloadSpec, get_length_distribution
 
 
 class ConfigError(ValueError):
@@ -39,12 +39,14 @@ class ClusterSpec:
 
 @dataclass
 class ServiceSpec:
-    """One deployed model with its SLO. `weight` overrides power-law popularity."""
+    """One deployed model with its SLO. `weight` overrides power-law popularity; `lengths`
+    overrides the workload's length distribution for this service's requests."""
 
     name: str
     model: str
     slo_scale: float = 5.0
     weight: float | None = None
+    lengths: str | None = None
 
     @property
     def model_spec(self) -> ModelSpec:
@@ -93,6 +95,23 @@ class Config:
     )
     seed: int = 0
 
+    def lengths_of(self, service: str) -> str:
+        """The length distribution of a service's requests."""
+        return self.service(service).lengths or self.workload.lengths
+
+    def records(self, rate_scale: float = 1.0) -> list:
+        """This deployment's workload: generated (or replayed) requests over duration_s."""
+        from seallm.workload import generate
+
+        return generate(
+            self.workload,
+            [(s.name, s.weight) for s in self.services],
+            self.duration_s,
+            self.seed,
+            rate_scale,
+            {s.name: s.lengths for s in self.services if s.lengths},
+        )
+
     def service(self, name: str) -> ServiceSpec:
         for s in self.services:
             if s.name == name:
@@ -119,6 +138,11 @@ class Config:
             _positive(f"services[{i}].slo_scale", s.slo_scale)
             if s.weight is not None and s.weight < 0:
                 raise ConfigError(f"services[{i}].weight must be >= 0, got {s.weight}")
+            if s.lengths is not None:
+                try:
+                    get_length_distribution(s.lengths)
+                except WorkloadError as err:
+                    raise ConfigError(f"services[{i}].lengths: {err}") from err
         e = self.engine
         for f in dataclasses.fields(e):
             _positive(f"engine.{f.name}", getattr(e, f.name))

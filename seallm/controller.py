@@ -12,6 +12,7 @@ from seallm.config import Config, SystemSpec
 from seallm.costmodel import CostModel
 from seallm.engine import GroupEngine
 from seallm.placement import Plan, get_placement, service_loads
+from seallm.placement.demand import min_group_size
 from seallm.placement.plan import GroupPlan
 from seallm.request import Request, Status
 
@@ -39,6 +40,12 @@ class Controller:
             for s in g.services:
                 self.hosts[s].append(self.engines[g.id])
         self.requests: list[Request] = []
+        # The standalone latency, which SLOs and slowdowns are relative to, is taken on the
+        # smallest group that holds the model, the same for every system compared.
+        self.reference = {
+            s.name: cost.for_model(s.model_spec, min_group_size(s.model_spec, config) or 1)
+            for s in config.services
+        }
 
     def submit(self, req: Request, now: float) -> GroupEngine | None:
         """Accept `req` onto the least-loaded group hosting its service, or reject it with a
@@ -58,7 +65,7 @@ class Controller:
         engine = min(engines, key=lambda e: e.load)
         if total > engine.kv.capacity_tokens(req.service):
             return self._reject(req, f"{total} tokens exceed the group's KV capacity")
-        req.standalone = self.cost.for_model(model, engine.tp).standalone_latency(
+        req.standalone = self.reference[req.service].standalone_latency(
             req.prompt_tokens, req.output_tokens
         )
         engine.add(req, now)

@@ -55,6 +55,7 @@ class GroupEngine:
         self.host_used = 0.0
         self.waiting: list[Request] = []
         self.running: list[Request] = []
+        self.running_count: dict[str, int] = dict.fromkeys(models, 0)
         self.swapped: list[Request] = []
         self.busy = False
         # Counters for monitoring.
@@ -83,7 +84,13 @@ class GroupEngine:
 
     def state(self) -> EngineState:
         return EngineState(
-            self.waiting, self.running, self.swapped, self.kv, self.limits, list(self.models)
+            self.waiting,
+            self.running,
+            self.swapped,
+            self.kv,
+            self.limits,
+            list(self.models),
+            self.running_count,
         )
 
     # -- one step ---------------------------------------------------------------------------
@@ -97,8 +104,7 @@ class GroupEngine:
             self.kv.allocate(r, r.context_tokens + 1)
             self.swapped.remove(r)
             self.host_used -= self._kv_bytes(r)
-            bisect.insort(self.running, r, key=_order)
-            r.status = Status.RUNNING
+            self._start_running(r)
             extra += self.swap_time(r)
         for r in decision.prefill:
             self.kv.allocate(r, r.context_tokens + 1)
@@ -133,17 +139,16 @@ class GroupEngine:
             if r.first_token_time is None:
                 r.first_token_time = end
             self.waiting.remove(r)
-            bisect.insort(self.running, r, key=_order)
-            r.status = Status.RUNNING
+            self._start_running(r)
         for r in batch.decode:
             r.generated += k
             self.kv.allocate(r, r.context_tokens)
-        self.scheduler.account(batch.requests, outcome.duration, end)
+        self.scheduler.account(batch, outcome, end)
         for r in outcome.finished:
             r.status = Status.FINISHED
             r.finish_time = end
             self.kv.release(r)
-            self.running.remove(r)
+            self._stop_running(r)
             self.scheduler.release(r)
             self.profiles[r.service].observe(r)
         self.busy = False
@@ -154,6 +159,15 @@ class GroupEngine:
         return outcome.finished
 
     # -- preemption and aborts ----------------------------------------------------------------
+    def _start_running(self, r: Request) -> None:
+        bisect.insort(self.running, r, key=_order)
+        self.running_count[r.service] += 1
+        r.status = Status.RUNNING
+
+    def _stop_running(self, r: Request) -> None:
+        self.running.remove(r)
+        self.running_count[r.service] -= 1
+
     def _kv_bytes(self, r: Request) -> float:
         return r.context_tokens * self.models[r.service].kv_bytes_per_token
 
@@ -162,7 +176,7 @@ class GroupEngine:
         recomputing it (and host space allows), else drop it to recompute later. Returns the
         seconds charged now (the swap-out)."""
         self.kv.release(r)
-        self.running.remove(r)
+        self._stop_running(r)
         r.preemptions += 1
         self.preemptions += 1
         if self.preemption == "cost" and self._swap_is_cheaper(r):
@@ -170,9 +184,11 @@ class GroupEngine:
             self.host_used += self._kv_bytes(r)
             self.swaps += 1
             bisect.insort(self.swapped, r, key=_order)
+            self.scheduler.preempted(r)
             return self.swap_time(r)
         r.status = Status.QUEUED
         bisect.insort(self.waiting, r, key=_order)
+        self.scheduler.preempted(r)
         return 0.0
 
     def _swap_is_cheaper(self, r: Request) -> bool:
@@ -188,5 +204,6 @@ class GroupEngine:
             self.kv.release(r)
             self.scheduler.release(r)
         self.waiting, self.running, self.swapped = [], [], []
+        self.running_count = dict.fromkeys(self.models, 0)
         self.host_used = 0.0
         return out

@@ -58,6 +58,8 @@ class PagedKVCache:
     Subclasses say which pool serves a service and how many tokens one of its pages holds.
     """
 
+    shared: bool  # one pool for every model (True) or one per model (False)
+
     def __init__(self, models: dict[str, ModelSpec], tp: int) -> None:
         self.models = models
         self.tp = tp
@@ -156,6 +158,8 @@ class PagedKVCache:
 
 
 class StaticKVCache(PagedKVCache):
+    shared = False
+
     """Per-model partitions of `block_tokens`-token blocks (vLLM's PagedAttention layout).
 
     `shares` splits `kv_bytes` among the models (equal shares by default).
@@ -182,6 +186,8 @@ class StaticKVCache(PagedKVCache):
 
 
 class UnifiedKVCache(PagedKVCache):
+    shared = True
+
     """One pool of `page_bytes`-per-device pages shared by every model of the group."""
 
     def __init__(

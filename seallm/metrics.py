@@ -4,8 +4,10 @@
   TPOT = (finish - first token) / (output tokens - 1), over completed requests with >= 2 tokens.
 - normalized latency = latency / output tokens, averaged over requests (s/token).
 - slowdown = latency / standalone latency. Standalone latency = the request alone on its
-  group: prefill of its prompt (which yields the first token) + one decode iteration per
-  further output token.
+  service's group: prefill of its prompt (which yields the first token) + one decode
+  iteration per further output token. "Its service's group" is the smallest group that holds
+  the model (the dedicated deployment's), so every system is held to the same SLO; a system
+  that runs the service on a larger group may beat it (slowdown < 1).
 - tail latency = P99 of latency (numpy's linear-interpolation percentile); also P99 TTFT.
 - SLO met: completed and latency <= slo_scale x standalone. SLO attainment = met / requests.
 

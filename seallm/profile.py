@@ -28,6 +28,7 @@ class ServiceProfile:
     mean_output: float
     mu: float  # mean standalone execution time (s)
     sigma: float  # its standard deviation (s)
+    token_time: float  # one decode iteration alone, at the mean context (s)
     _window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     @property
@@ -40,8 +41,10 @@ class ServiceProfile:
         return self.cost.standalone_latency(req.prompt_tokens, max(1, round(self.mean_output)))
 
     def observe(self, req: Request) -> None:
-        """Fold a finished request into the online statistics."""
-        self._window.append((req.standalone, req.generated))
+        """Fold a finished request into the online statistics: its standalone time on this
+        group, from the lengths it actually had."""
+        standalone = self.cost.standalone_latency(req.prompt_tokens, max(1, req.generated))
+        self._window.append((standalone, req.generated))
         if len(self._window) >= 16:  # enough to trust over the offline estimate
             times = np.fromiter((t for t, _ in self._window), float, len(self._window))
             self.mu, self.sigma = float(times.mean()), float(times.std())
@@ -55,6 +58,12 @@ def offline_profile(
     times = np.array(
         [cost.standalone_latency(int(p), int(o)) for p, o in zip(prompts, outputs, strict=True)]
     )
+    ctx = int(prompts.mean() + outputs.mean() / 2)
     return ServiceProfile(
-        service, cost, float(outputs.mean()), float(times.mean()), float(times.std())
+        service,
+        cost,
+        float(outputs.mean()),
+        float(times.mean()),
+        float(times.std()),
+        cost.iteration_time(0, 0.0, 1, ctx),
     )

@@ -40,6 +40,22 @@ SYSTEMS: dict[str, SystemSpec] = {
             description="ablation: seallm with fixed budgets per level instead of doubling",
         ),
         SystemSpec(
+            "seallm-lhat-request",
+            placement="colocate",
+            scheduler="doubling-budget-lhat-request",
+            kv="unified",
+            preemption="cost",
+            description="ablation: O_r normalized by the request's standalone estimate",
+        ),
+        SystemSpec(
+            "seallm-no-prefill-first",
+            placement="colocate",
+            scheduler="doubling-budget-no-prefill-first",
+            kv="unified",
+            preemption="cost",
+            description="ablation: new requests start at level 0 (no skip-join for prefill)",
+        ),
+        SystemSpec(
             "seallm-static-kv",
             placement="colocate",
             scheduler="doubling-budget",

@@ -53,3 +53,22 @@ def per_service_bars(
     fig.savefig(path, dpi=120)
     plt.close(fig)
     return path
+
+
+def metric_vs_load(
+    series: Mapping[str, Sequence[tuple[float, float]]], metric: str, path: Path
+) -> Path:
+    """One line per system: a metric against the request rate."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for system, pts in series.items():
+        if pts:
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o", label=system)
+    ax.set_xlabel("request rate (req/s)")
+    ax.set_ylabel(metric)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path

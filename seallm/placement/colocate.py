@@ -17,13 +17,17 @@ from seallm.placement.plan import GroupPlan, Plan
 def place_colocated(config: Config, cost: CostModel, loads: dict[str, ServiceLoad]) -> Plan:
     cluster, eng = config.cluster, config.engine
     size = cluster.gpus_per_node
-    capacity = size * cluster.device_spec.memory_bytes * (eng.memory_utilization - eng.min_kv_fraction)
+    capacity = (
+        size * cluster.device_spec.memory_bytes * (eng.memory_utilization - eng.min_kv_fraction)
+    )
     weights = [0.0] * cluster.num_nodes
     busy = [0.0] * cluster.num_nodes
     members: list[list[str]] = [[] for _ in range(cluster.num_nodes)]
     for name in sorted(loads, key=lambda n: -loads[n].model.weight_bytes):
         load = loads[name]
-        fits = [g for g in range(cluster.num_nodes) if weights[g] + load.model.weight_bytes <= capacity]
+        fits = [
+            g for g in range(cluster.num_nodes) if weights[g] + load.model.weight_bytes <= capacity
+        ]
         if not fits:
             raise ConfigError(
                 f"services: {name} ({load.model.name}) does not fit any node's group next to "
@@ -38,7 +42,9 @@ def place_colocated(config: Config, cost: CostModel, loads: dict[str, ServiceLoa
         if not services:
             continue
         demand = [
-            loads[s].rate * loads[s].model.kv_bytes_per_token * (loads[s].mean_prompt + loads[s].mean_output)
+            loads[s].rate
+            * loads[s].model.kv_bytes_per_token
+            * (loads[s].mean_prompt + loads[s].mean_output)
             for s in services
         ]
         total = sum(demand) or 1.0

@@ -22,13 +22,15 @@ class ServiceLoad:
 def service_loads(config: Config, rate_scale: float = 1.0) -> dict[str, ServiceLoad]:
     wl = config.workload
     rates = service_rates(wl, [(s.name, s.weight) for s in config.services], rate_scale)
-    lengths = get_length_distribution(wl.lengths, wl.max_prompt_tokens, wl.max_output_tokens)
-    return {
-        s.name: ServiceLoad(
+    loads = {}
+    for s in config.services:
+        lengths = get_length_distribution(
+            config.lengths_of(s.name), wl.max_prompt_tokens, wl.max_output_tokens
+        )
+        loads[s.name] = ServiceLoad(
             s.name, s.model_spec, rates[s.name], lengths.mean_prompt, lengths.mean_output
         )
-        for s in config.services
-    }
+    return loads
 
 
 def min_group_size(model: ModelSpec, config: Config) -> int | None:

@@ -22,9 +22,9 @@ from seallm.executor.sim import SimExecutor
 from seallm.kvcache import PagedKVCache, StaticKVCache, UnifiedKVCache
 from seallm.placement.demand import kv_bytes
 from seallm.placement.plan import GroupPlan, Plan
+from seallm.profile import offline_profile
 from seallm.request import Request
 from seallm.scheduling import make_scheduler
-from seallm.profile import offline_profile
 from seallm.workload import TraceRecord, get_length_distribution
 
 
@@ -54,12 +54,21 @@ def sim_engine_factory(
     config: Config, system: SystemSpec, cost: CostModel, fuse: bool = True
 ) -> Callable[[GroupPlan], GroupEngine]:
     wl = config.workload
-    lengths = get_length_distribution(wl.lengths, wl.max_prompt_tokens, wl.max_output_tokens)
 
     def build(group: GroupPlan) -> GroupEngine:
         models = {s: config.service(s).model_spec for s in group.services}
         costs = {s: cost.for_model(m, group.size) for s, m in models.items()}
-        profiles = {s: offline_profile(s, c, lengths, config.seed) for s, c in costs.items()}
+        profiles = {
+            s: offline_profile(
+                s,
+                c,
+                get_length_distribution(
+                    config.lengths_of(s), wl.max_prompt_tokens, wl.max_output_tokens
+                ),
+                config.seed,
+            )
+            for s, c in costs.items()
+        }
         return GroupEngine(
             group.id,
             models,

@@ -8,11 +8,12 @@ allocate, run). `account` is the one hook through which a policy keeps per-reque
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
 from seallm.config import EngineSpec
+from seallm.executor.base import Batch, StepOutcome
 from seallm.kvcache import PagedKVCache
 from seallm.profile import ServiceProfile
 from seallm.request import Request
@@ -44,6 +45,7 @@ class EngineState:
     kv: PagedKVCache
     limits: EngineSpec
     services: Sequence[str]
+    running_count: Mapping[str, int]  # running requests per service
 
 
 class Scheduler(Protocol):
@@ -54,8 +56,12 @@ class Scheduler(Protocol):
 
     def schedule(self, state: EngineState, now: float) -> Decision: ...
 
-    def account(self, reqs: Sequence[Request], duration: float, now: float) -> None:
-        """Charge `duration` seconds of service to `reqs` (they ran until `now`)."""
+    def account(self, batch: Batch, outcome: StepOutcome, now: float) -> None:
+        """Charge the step's service to the batch's requests (it ended at `now`, after the
+        engine advanced their token counts)."""
+
+    def preempted(self, req: Request) -> None:
+        """`req` lost its device KV (it is queued to recompute, or swapped)."""
 
     def release(self, req: Request) -> None:
         """`req` left the engine (finished, aborted or drained)."""
@@ -74,9 +80,7 @@ def register(name: str) -> Callable[[SchedulerFactory], SchedulerFactory]:
     return deco
 
 
-def make_scheduler(
-    name: str, profiles: dict[str, ServiceProfile], limits: EngineSpec
-) -> Scheduler:
+def make_scheduler(name: str, profiles: dict[str, ServiceProfile], limits: EngineSpec) -> Scheduler:
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler: {name!r} is not one of {', '.join(sorted(SCHEDULERS))}")
     return SCHEDULERS[name](profiles, limits)

@@ -10,8 +10,7 @@ baseline) are served one model per iteration: the model of the oldest request.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
+from seallm.executor.base import Batch, StepOutcome
 from seallm.request import Request
 from seallm.scheduling.base import Decision, EngineState, fit_decode, register
 
@@ -25,12 +24,15 @@ class FCFSScheduler:
     def admit(self, req: Request, now: float) -> None:
         pass
 
+    def preempted(self, req: Request) -> None:
+        pass
+
     def release(self, req: Request) -> None:
         pass
 
-    def account(self, reqs: Sequence[Request], duration: float, now: float) -> None:
-        for r in reqs:
-            r.attained += duration
+    def account(self, batch: Batch, outcome: StepOutcome, now: float) -> None:
+        for r in batch.requests:
+            r.attained += outcome.duration
             r.last_run = now
 
     def schedule(self, state: EngineState, now: float) -> Decision:

@@ -28,5 +28,9 @@ class OracleScheduler(PriorityScheduler):
             left += cost.prefill_time(req.prompt_tokens)
         return (0, left)
 
+    def may_evict(self, candidate: Request, victim: Request) -> bool:
+        # Exact SRPT: a shorter remaining request may evict a longer one.
+        return self.entry[victim.id] > self.entry[candidate.id]
+
 
 register("oracle")(OracleScheduler)

@@ -8,8 +8,10 @@ limits. A request that needs memory may take it from lower-priority requests hol
 (the engine swaps or drops them). A request that has not run for `ageing_s` goes first, so
 none starves. Subclasses define the key and how attained service changes it.
 
-Keys only change when a request runs (`account`), so the index is kept sorted incrementally
-and a decision costs O(batch + models), not O(queue).
+Keys only change when a request runs (`account`), so the index is kept sorted incrementally,
+in two lists per model (requests on the device, and the rest) so that a batch whose
+admissions are blocked goes straight on with the running requests: a decision costs
+O(batch + models), not O(queue).
 """
 
 from __future__ import annotations
@@ -17,9 +19,11 @@ from __future__ import annotations
 import heapq
 import math
 from bisect import bisect_left, insort
-from collections.abc import Sequence
+from collections import OrderedDict
+from collections.abc import Iterator
 
 from seallm.config import EngineSpec
+from seallm.executor.base import Batch, StepOutcome
 from seallm.profile import ServiceProfile
 from seallm.request import Request, Status
 from seallm.scheduling.base import Decision, EngineState
@@ -33,10 +37,15 @@ class PriorityScheduler:
     def __init__(self, profiles: dict[str, ServiceProfile], limits: EngineSpec) -> None:
         self.profiles = profiles
         self.ageing_s = limits.ageing_s
+        # Per service: entries of requests not on the device (queued, swapped), and running.
         self.index: dict[str, list[Entry]] = {s: [] for s in profiles}
+        self.running_index: dict[str, list[Entry]] = {s: [] for s in profiles}
         self.entry: dict[int, Entry] = {}
+        self._list_of: dict[int, list[Entry]] = {}
         self.reqs: dict[int, Request] = {}
-        self._ages: list[tuple[float, int]] = []  # (last_run, id), stale entries skipped
+        # Ready requests by last_run, oldest first: a request that runs moves to the end
+        # (last_run only ever becomes "now"), so the oldest is always the first.
+        self._by_last_run: OrderedDict[int, None] = OrderedDict()
 
     # -- policy-specific ----------------------------------------------------------------
     def init(self, req: Request) -> None:
@@ -48,23 +57,38 @@ class PriorityScheduler:
     def charge(self, req: Request, duration: float) -> None:
         req.attained += duration
 
-    def valid_for(self, req: Request) -> float:
-        """Seconds of further service after which `req`'s key may change (inf: never)."""
-        return math.inf
+    # Whether a key changes when attained service reaches the budget (a decode batch then
+    # stays valid for min(budget - attained) seconds); otherwise keys only improve as a
+    # request runs, which keeps the decision valid.
+    budgeted = False
+
+    def may_evict(self, candidate: Request, victim: Request) -> bool:
+        """Whether `candidate` may take `victim`'s device KV. Only a strictly lower class
+        (a higher level) is evicted: evicting within a level makes new arrivals evict the
+        requests just admitted before them, which then recompute, and throughput collapses."""
+        return victim.level > candidate.level
 
     # -- lifecycle hooks ------------------------------------------------------------------
     def admit(self, req: Request, now: float) -> None:
         self.init(req)
         self._insert(req)
+        self._by_last_run[req.id] = None
 
-    def account(self, reqs: Sequence[Request], duration: float, now: float) -> None:
-        for r in reqs:
+    def account(self, batch: Batch, outcome: StepOutcome, now: float) -> None:
+        start = now - outcome.duration
+        for r in batch.requests:
             self._remove(r)
-            if now - duration - r.last_run >= self.ageing_s:
+            if start - r.last_run >= self.ageing_s:
                 self.on_aged(r)
-            self.charge(r, duration)
+            self.charge(r, outcome.duration)
             r.last_run = now
             self._insert(r)
+            self._by_last_run.move_to_end(r.id)
+
+    def preempted(self, req: Request) -> None:
+        """`req` lost its device KV: it moves to the not-running list."""
+        self._remove(req)
+        self._insert(req)
 
     def on_aged(self, req: Request) -> None:
         """An aged request is running again (a policy may reset its level)."""
@@ -73,28 +97,24 @@ class PriorityScheduler:
         if req.id in self.entry:
             self._remove(req)
         self.reqs.pop(req.id, None)
+        self._by_last_run.pop(req.id, None)
 
     def _insert(self, r: Request) -> None:
         e = (*self.key(r), r.arrival, r.id)
-        insort(self.index[r.service], e)
+        lst = (self.running_index if r.status is Status.RUNNING else self.index)[r.service]
+        insort(lst, e)
+        self._list_of[r.id] = lst
         self.entry[r.id] = e
         self.reqs[r.id] = r
-        heapq.heappush(self._ages, (r.last_run, r.id))
 
     def _remove(self, r: Request) -> None:
         e = self.entry.pop(r.id)
-        lst = self.index[r.service]
+        lst = self._list_of.pop(r.id)
         del lst[bisect_left(lst, e)]
 
     def _oldest(self) -> Request | None:
         """The ready request that has waited longest since it last ran."""
-        while self._ages:
-            last, rid = self._ages[0]
-            r = self.reqs.get(rid)
-            if r is not None and r.last_run == last and rid in self.entry:
-                return r
-            heapq.heappop(self._ages)
-        return None
+        return self.reqs[next(iter(self._by_last_run))] if self._by_last_run else None
 
     # -- the decision -----------------------------------------------------------------------
     def schedule(self, state: EngineState, now: float) -> Decision:
@@ -104,6 +124,7 @@ class PriorityScheduler:
             service = aged.service
         else:
             heads = [(lst[0], s) for s, lst in self.index.items() if lst]
+            heads += [(lst[0], s) for s, lst in self.running_index.items() if lst]
             if not heads:
                 return Decision()
             service = min(heads)[1]
@@ -113,65 +134,99 @@ class PriorityScheduler:
         deadline = oldest.last_run + self.ageing_s if oldest is not None else math.inf
         if aged is not None:
             deadline = now  # one iteration: the aged request's key changes as it runs
-        budget = min((self.valid_for(r) for r in d.decode), default=math.inf)
-        d.stop_at = min(deadline, now + budget)
+        d.stop_at = min(deadline, now + d.stop_at)
         return d
 
     def _fill(self, state: EngineState, service: str, aged: Request | None) -> Decision:
+        # The hot path of every live iteration: plain locals, no per-request method calls.
         kv, lim = state.kv, state.limits
         d = Decision(service)
-        running_left = sum(1 for r in state.running if r.service == service)
-        order = [self.entry[aged.id]] if aged is not None else []
-        order += self.index[service]
+        counts = state.running_count
+        # Pages kept free for the growth of running requests when admitting new ones (one
+        # each, like vLLM's watermark), so admitting does not force evictions next iteration.
+        headroom = sum(counts.values()) if kv.shared else counts.get(service, 0)
+        tpp = kv.tokens_per_page[service]
+        tables = kv.page_tables
+        free = kv.free_pages(service)
+        max_batch, max_tokens = lim.max_batch_size, lim.max_batched_tokens
+        waiting, running_entries = self.index[service], self.running_index[service]
+        i = j = 0
+        n_waiting, n_running = len(waiting), len(running_entries)
+        first = self.entry[aged.id] if aged is not None else None
+        reqs, budgeted = self.reqs, self.budgeted
+        running_status, queued_status = Status.RUNNING, Status.QUEUED
         taken: set[int] = set()
         evicted: set[int] = set()
-        tokens = pages = 0
-        free = kv.free_pages(service)
-        victims: list[Request] | None = None
+        victims: Iterator[Entry] | None = None
+        victim: Entry | None = None
+        n = tokens = pages = 0
         blocked = False
-        for e in order:
+        min_left = math.inf
+        while n < max_batch:
+            # Merge the two sorted lists; once admissions are blocked, only running ones.
+            if first is not None:
+                e, first = first, None
+            elif blocked or i >= n_waiting:
+                if j >= n_running:
+                    break
+                e = running_entries[j]
+                j += 1
+            elif j >= n_running or waiting[i] < running_entries[j]:
+                e = waiting[i]
+                i += 1
+            else:
+                e = running_entries[j]
+                j += 1
             rid = e[-1]
             if rid in taken or rid in evicted:
                 continue
-            r = self.reqs[rid]
-            running = r.status is Status.RUNNING
-            running_left -= running
-            if len(taken) >= lim.max_batch_size or (blocked and running_left <= 0 and not running):
-                break
-            if blocked and not running:
-                continue
-            ctx = r.context_tokens
-            need_tokens = ctx if r.status is Status.QUEUED else 1
-            need_pages = kv.extra_pages(r, ctx + 1)
-            if taken and tokens + need_tokens > lim.max_batched_tokens:
+            r = reqs[rid]
+            status = r.status
+            running = status is running_status
+            ctx = r.prompt_tokens + r.generated
+            if running:
+                need_tokens, reserve = 1, 0
+                need_pages = -(-(ctx + 1) // tpp) - len(tables[rid])
+            else:
+                need_tokens = ctx if status is queued_status else 1
+                need_pages, reserve = -(-(ctx + 1) // tpp), headroom
+            if n and tokens + need_tokens > max_tokens:
                 blocked = True
                 continue
-            if pages + need_pages > free:
+            if pages + need_pages + reserve > free:
                 if victims is None:
-                    victims = self._victims(state, service)
-                key = e if r is not aged else ()
-                while pages + need_pages > free and victims and self.entry[victims[-1].id] > key:
-                    v = victims.pop()
+                    victims = self._holders(service, kv.shared)
+                    victim = next(victims, None)
+                while pages + need_pages + reserve > free and victim is not None:
+                    v = reqs[victim[-1]]
+                    if v.id in taken or not (r is aged or self.may_evict(r, v)):
+                        break
                     d.preempt.append(v)
                     evicted.add(v.id)
-                    free += len(kv.page_tables.get(v.id, ()))
-                if pages + need_pages > free:
+                    free += len(tables.get(v.id, ()))
+                    headroom -= 1
+                    reserve = 0 if running else headroom
+                    victim = next(victims, None)
+                if pages + need_pages + reserve > free:
                     blocked = True
                     continue
             taken.add(rid)
+            n += 1
             tokens += need_tokens
             pages += need_pages
-            if r.status is Status.QUEUED:
-                d.prefill.append(r)
-            elif r.status is Status.SWAPPED:
-                d.swap_in.append(r)
-            else:
+            if running:
                 d.decode.append(r)
+                if budgeted and r.budget - r.attained < min_left:
+                    min_left = r.budget - r.attained
+            elif status is queued_status:
+                d.prefill.append(r)
+            else:
+                d.swap_in.append(r)
+        d.stop_at = min_left  # relative; `schedule` makes it absolute
         return d
 
-    def _victims(self, state: EngineState, service: str) -> list[Request]:
-        """Requests holding device KV in `service`'s pool, highest priority first (victims are
-        popped from the end)."""
-        pool = state.kv.pool_of(service)
-        held = [r for r in state.running if state.kv.pool_of(r.service) is pool]
-        return sorted(held, key=lambda r: self.entry[r.id])
+    def _holders(self, service: str, shared: bool) -> Iterator[Entry]:
+        """Entries of the requests holding device KV in `service`'s pool, lowest priority
+        first (the running lists are sorted, so this is a lazy merge of their tails)."""
+        lists = self.running_index.values() if shared else [self.running_index[service]]
+        return heapq.merge(*(reversed(lst) for lst in lists), reverse=True)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -20,8 +20,10 @@ def generate(
     duration_s: float,
     seed: int,
     rate_scale: float = 1.0,
+    lengths: Mapping[str, str] | None = None,
 ) -> list[TraceRecord]:
     """Requests for `services` over [0, duration_s), sorted by arrival.
+    `lengths` overrides spec.lengths for the services it names.
 
     Generated arrivals: every service has its own independent process (poisson, gamma with
     spec.cv, or onoff = gamma(cv) while on) at its service_rates() rate, multiplied by the
@@ -41,7 +43,7 @@ def generate(
     if spec.arrival == "trace":
         return replay_trace(spec, names, shares, duration_s, seed, rate_scale)
 
-    dist = get_length_distribution(spec.lengths, spec.max_prompt_tokens, spec.max_output_tokens)
+    lengths = lengths or {}
     edges, mult = rate_profile(spec, float(duration_s))
     children = np.random.SeedSequence(seed).spawn(len(names))
     times, which, prompts, outputs = [], [], [], []
@@ -54,6 +56,9 @@ def generate(
             mult,
             np.random.default_rng(arrival_seed),
             poisson=spec.arrival == "poisson",
+        )
+        dist = get_length_distribution(
+            lengths.get(names[i], spec.lengths), spec.max_prompt_tokens, spec.max_output_tokens
         )
         p, o = dist.sample(len(t), np.random.default_rng(length_seed))
         times.append(t)

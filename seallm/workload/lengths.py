@@ -119,6 +119,21 @@ class QuantileLengths(LengthDistribution):
         return prompt, output
 
 
+class ScaledLengths(LengthDistribution):
+    """Another distribution with prompt and output lengths multiplied by constants: a
+    service whose requests are shaped like a known trace's but longer or shorter (a code
+    completion service with short answers, a writing service with long ones)."""
+
+    def __init__(self, base: LengthDistribution, prompt: float, output: float) -> None:
+        super().__init__(base.max_prompt, base.max_output)
+        self.name = f"{base.name}:prompt={prompt:g},output={output:g}"
+        self.base, self.prompt_scale, self.output_scale = base, prompt, output
+
+    def _raw(self, n: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+        p, o = self.base._raw(n, rng)
+        return np.rint(p * self.prompt_scale), np.rint(o * self.output_scale)
+
+
 class EmpiricalLengths(LengthDistribution):
     """Uniform resampling, with replacement, of the (prompt, output) pairs of a trace."""
 
@@ -231,7 +246,16 @@ BUILTIN_LENGTHS = {"azure-conv": _azure_conv}
 def get_length_distribution(
     name_or_path: str, max_prompt: int = 4096, max_output: int = 2048
 ) -> LengthDistribution:
-    """A built-in fitted distribution by name, or empirical resampling of a trace file."""
+    """A built-in fitted distribution by name, or empirical resampling of a trace file;
+    either may be scaled with a suffix `:prompt=X,output=Y` (each part optional)."""
+    if ":" in name_or_path and not os.path.isfile(name_or_path):
+        base, _, scales = name_or_path.rpartition(":")
+        factors = _parse_scales(name_or_path, scales)
+        return ScaledLengths(
+            get_length_distribution(base, max_prompt, max_output),
+            factors.get("prompt", 1.0),
+            factors.get("output", 1.0),
+        )
     if name_or_path in BUILTIN_LENGTHS:
         return _builtin(name_or_path, max_prompt, max_output)
     if os.path.isfile(name_or_path):
@@ -241,6 +265,23 @@ def get_length_distribution(
         f"workload.lengths: {name_or_path!r} is neither a built-in length distribution "
         f"({', '.join(BUILTIN_LENGTHS)}) nor a trace file"
     )
+
+
+def _parse_scales(spec: str, scales: str) -> dict[str, float]:
+    out: dict[str, float] = {}
+    for part in scales.split(","):
+        key, _, value = part.partition("=")
+        try:
+            factor = float(value)
+        except ValueError:
+            factor = -1.0
+        if key.strip() not in ("prompt", "output") or factor <= 0:
+            raise WorkloadError(
+                f"workload.lengths: {spec!r}: expected NAME:prompt=X,output=Y with positive "
+                f"factors, got {part!r}"
+            )
+        out[key.strip()] = factor
+    return out
 
 
 # Cached so repeated runs share the arrays and the statistics sample.
