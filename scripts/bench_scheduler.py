@@ -21,10 +21,51 @@ from seallm.costmodel import CostModel
 from seallm.placement.plan import GroupPlan
 from seallm.request import Request
 from seallm.runtime.sim import sim_engine_factory
+from seallm.scheduling import Decision, EngineState
 from seallm.systems import get_system
 from seallm.workload import get_length_distribution
 
 MODELS = ["llama-2-7b", "llama-3-8b", "mistral-7b"]
+
+
+def measure(cfg: Config, system: str, queued: int, iterations: int) -> tuple[np.ndarray, ...]:
+    """Decision and plan times (µs) of `iterations` engine steps with `queued` waiting."""
+    group = GroupPlan(0, 0, 0, 8, tuple(s.name for s in cfg.services))
+    engine = sim_engine_factory(cfg, get_system(system), CostModel(cfg.cluster.device_spec))(group)
+    prompts, outputs = get_length_distribution("azure-conv").sample(
+        queued * 20, np.random.default_rng(0)
+    )
+    services = [s.name for s in cfg.services]
+    decide: list[int] = []
+    inner = engine.scheduler.schedule
+
+    def timed(state: EngineState, t: float) -> Decision:
+        t0 = time.perf_counter_ns()
+        d = inner(state, t)
+        decide.append(time.perf_counter_ns() - t0)
+        return d
+
+    engine.scheduler.schedule = timed  # type: ignore[method-assign]
+    plan: list[int] = []
+    now = 0.0
+    for nid in range(queued):
+        engine.add(
+            Request(nid, services[nid % len(services)], int(prompts[nid]), int(outputs[nid]), now),
+            now,
+        )
+    nid = queued
+    for _ in range(iterations):
+        t0 = time.perf_counter_ns()
+        batch = engine.plan(now)
+        plan.append(time.perf_counter_ns() - t0)
+        out = engine.execute(batch, now)
+        now += out.duration
+        engine.commit(batch, out, now)
+        while len(engine.waiting) < queued:  # keep the queue deep
+            svc = services[nid % len(services)]
+            engine.add(Request(nid, svc, int(prompts[nid]), int(outputs[nid]), now), now)
+            nid += 1
+    return np.array(decide) / 1e3, np.array(plan) / 1e3
 
 
 def main() -> None:
@@ -40,51 +81,18 @@ def main() -> None:
         services=[ServiceSpec(f"m{i}", MODELS[i % len(MODELS)]) for i in range(args.models)],
         engine=EngineSpec(max_fused_iterations=1),
     ).validate()
-    group = GroupPlan(0, 0, 0, 8, tuple(s.name for s in cfg.services))
-    lengths = get_length_distribution("azure-conv")
     print(f"{args.queued} queued over {args.models} models, {args.iterations} iterations")
-    print(
-        f"{'system':<16}{'decide p50 µs':>15}{'decide p99 µs':>15}{'plan p50 µs':>13}{'plan p99 µs':>13}"
-    )
+    heads = ["decide p50 µs", "decide p99 µs", "plan p50 µs", "plan p99 µs"]
+    print(f"{'system':<16}" + "".join(f"{h:>15}" for h in heads))
     for name in args.systems.split(","):
-        system = get_system(name)
-        engine = sim_engine_factory(cfg, system, CostModel(cfg.cluster.device_spec))(group)
-        rng = np.random.default_rng(0)
-        prompts, outputs = lengths.sample(args.queued * 20, rng)
-        nid, now = 0, 0.0
-
-        def add() -> None:
-            nonlocal nid
-            svc = cfg.services[nid % args.models].name
-            engine.add(Request(nid, svc, int(prompts[nid]), int(outputs[nid]), now), now)
-            nid += 1
-
-        for _ in range(args.queued):
-            add()
-        decide, plan = [], []
-        inner = engine.scheduler.schedule
-
-        def timed(state, t):  # noqa: ANN001, ANN202
-            t0 = time.perf_counter_ns()
-            d = inner(state, t)
-            decide.append(time.perf_counter_ns() - t0)
-            return d
-
-        engine.scheduler.schedule = timed
-        for _ in range(args.iterations):
-            t0 = time.perf_counter_ns()
-            batch = engine.plan(now)
-            plan.append(time.perf_counter_ns() - t0)
-            out = engine.execute(batch, now)
-            now += out.duration
-            engine.commit(batch, out, now)
-            while len(engine.waiting) < args.queued:
-                add()
-        d, p = np.array(decide) / 1e3, np.array(plan) / 1e3
-        print(
-            f"{name:<16}{np.percentile(d, 50):>15.0f}{np.percentile(d, 99):>15.0f}"
-            f"{np.percentile(p, 50):>13.0f}{np.percentile(p, 99):>13.0f}"
-        )
+        d, p = measure(cfg, name, args.queued, args.iterations)
+        values = [
+            np.percentile(d, 50),
+            np.percentile(d, 99),
+            np.percentile(p, 50),
+            np.percentile(p, 99),
+        ]
+        print(f"{name:<16}" + "".join(f"{v:>15.0f}" for v in values))
 
 
 if __name__ == "__main__":

@@ -111,10 +111,14 @@ class GroupEngine:
         decode = decision.decode + decision.swap_in
         if not decision.prefill and not decode:
             return None
-        limit = 1 if decision.prefill or not self.fuse else self.limits.max_fused_iterations
+        # Fuse identical decode iterations only when nothing else changed memory: pages freed
+        # by a preemption may admit a request at the very next iteration.
+        fusable = self.fuse and not decision.prefill and not decision.preempt
+        limit = self.limits.max_fused_iterations if fusable else 1
         steps = self.kv.max_decode_steps(decode, limit)
         while decode and steps == 0:  # a policy under-provisioned memory: recompute the last
             extra += self._preempt(decode.pop())
+            limit = 1
             steps = self.kv.max_decode_steps(decode, limit)
         if not decision.prefill and not decode:
             return None
@@ -194,8 +198,11 @@ class GroupEngine:
     def _swap_is_cheaper(self, r: Request) -> bool:
         if self.host_used + self._kv_bytes(r) > self.host_capacity:
             return False
-        recompute = self.profiles[r.service].cost.prefill_time(r.context_tokens)
-        return 2 * self.swap_time(r) < recompute  # out now and in later, against one prefill
+        # Recomputing rides along in a later iteration: its cost is what the context's tokens
+        # add to an iteration, not a whole iteration of its own.
+        cost = self.profiles[r.service].cost
+        recompute = cost.prefill_time(r.context_tokens) - cost.prefill_time(1)
+        return 2 * self.swap_time(r) < recompute  # out now and in later
 
     def drain(self) -> list[Request]:
         """Remove and return every unfinished request (end of a run, or a group going away)."""

@@ -121,11 +121,10 @@ class PagedKVCache:
     # -- changes ------------------------------------------------------------------------
     def allocate(self, req: Request, tokens: int) -> None:
         """Grow `req`'s page table to cover `tokens` tokens (raises KVFull, changing nothing)."""
-        table = self.page_tables.setdefault(req.id, [])
+        extra = self.extra_pages(req, tokens)
+        taken = self._pool_of[req.service].take(extra) if extra else []
+        self.page_tables.setdefault(req.id, []).extend(taken)
         self._service_of[req.id] = req.service
-        extra = self.pages_for(req.service, tokens) - len(table)
-        if extra > 0:
-            table.extend(self._pool_of[req.service].take(extra))
         self.held_tokens[req.id] = max(tokens, self.held_tokens.get(req.id, 0))
 
     def release(self, req: Request) -> int:

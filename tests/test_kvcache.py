@@ -77,3 +77,63 @@ def test_max_decode_steps_matches_brute_force(ctx, free_tokens, limit):
     assert kv.can_hold((r, r.prompt_tokens + k) for r in reqs)
     if k < limit:
         assert not kv.can_hold((r, r.prompt_tokens + k + 1) for r in reqs)
+
+
+MODELS3 = {"a": MODELS["llama-2-7b"], "b": MODELS["llama-2-13b"], "c": MODELS["smollm2-135m"]}
+
+
+def make_cache(kind: str):
+    if kind == "unified":
+        return UnifiedKVCache(MODELS3, tp=1, kv_bytes=0.5 * GB, page_bytes=2 * 1024 * 1024)
+    return StaticKVCache(MODELS3, tp=1, kv_bytes=0.5 * GB, block_tokens=16)
+
+
+ops = st.lists(
+    st.tuples(st.sampled_from("abc"), st.integers(0, 11), st.integers(1, 900), st.booleans()),
+    max_size=60,
+)
+
+
+@settings(max_examples=80, deadline=None)
+@given(kind=st.sampled_from(["unified", "static"]), script=ops)
+def test_page_ownership_invariants(kind, script):
+    """Random grows and releases: no page is owned twice, used + free = total, capacity per
+    model matches its tokens per page, and everything is free again when idle."""
+    kv = make_cache(kind)
+    pools = {id(kv.pool_of(s)): kv.pool_of(s) for s in MODELS3}
+    total = sum(p.num_pages for p in pools.values())
+    reqs: dict[int, Request] = {}
+    for svc, rid, tokens, release in script:
+        r = reqs.setdefault(rid, req(rid, svc))
+        if release:
+            kv.release(r)
+            continue
+        held = kv.held_tokens.get(r.id, 0)
+        try:
+            kv.allocate(r, held + tokens)
+        except KVFull:
+            assert not kv.can_hold([(r, held + tokens)])
+        owned = [p for table in kv.page_tables.values() for p in table]
+        assert len(owned) == len(set(owned))  # no page owned twice
+        free = sum(len(p.free) for p in pools.values())
+        assert len(owned) + free == total  # used + free = total
+        assert not set(owned) & {p for pool in pools.values() for p in pool.free}
+        for rid2, table in kv.page_tables.items():  # a table covers its tokens, no more
+            svc2 = kv._service_of[rid2]
+            assert len(table) == kv.pages_for(svc2, kv.held_tokens[rid2])
+    for s, m in MODELS3.items():  # capacity per model matches its token size
+        assert kv.tokens_per_page[s] == (
+            (2 * 1024 * 1024) // m.kv_bytes_per_token if kind == "unified" else 16
+        )
+        assert kv.capacity_tokens(s) == kv.pool_of(s).num_pages * kv.tokens_per_page[s]
+    for r in reqs.values():
+        kv.release(r)
+    assert sum(len(p.free) for p in pools.values()) == total  # all free when idle
+    assert kv.stats().used_bytes == 0
+
+
+def test_unified_capacity_is_never_below_a_static_partition():
+    unified, static = make_cache("unified"), make_cache("static")
+    for s in MODELS3:
+        # page rounding costs at most one page's worth of tokens per pool
+        assert unified.capacity_tokens(s) >= static.capacity_tokens(s)

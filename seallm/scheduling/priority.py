@@ -120,17 +120,24 @@ class PriorityScheduler:
     def schedule(self, state: EngineState, now: float) -> Decision:
         oldest = self._oldest()
         aged = oldest if oldest is not None and now - oldest.last_run >= self.ageing_s else None
+        heads = sorted(
+            (lst[0], s)
+            for index in (self.index, self.running_index)
+            for s, lst in index.items()
+            if lst
+        )
+        # The model of the highest-priority request runs; if it can do nothing (memory held
+        # by others it may not evict), the next model's turn comes, so the group never stalls.
+        services = list(dict.fromkeys(s for _, s in heads))
         if aged is not None:
-            service = aged.service
-        else:
-            heads = [(lst[0], s) for s, lst in self.index.items() if lst]
-            heads += [(lst[0], s) for s, lst in self.running_index.items() if lst]
-            if not heads:
-                return Decision()
-            service = min(heads)[1]
-        d = self._fill(state, service, aged)
+            services.insert(0, aged.service)
+        d = Decision()
+        for i, service in enumerate(services):
+            d = self._fill(state, service, aged if i == 0 else None)
+            if not d.empty:
+                break
         if d.empty:
-            return d
+            return Decision()
         deadline = oldest.last_run + self.ageing_s if oldest is not None else math.inf
         if aged is not None:
             deadline = now  # one iteration: the aged request's key changes as it runs
@@ -199,7 +206,10 @@ class PriorityScheduler:
                     victim = next(victims, None)
                 while pages + need_pages + reserve > free and victim is not None:
                     v = reqs[victim[-1]]
-                    if v.id in taken or not (r is aged or self.may_evict(r, v)):
+                    # A running request may take pages from any lower-priority holder, so
+                    # decoding never deadlocks; admissions must respect `may_evict`.
+                    allowed = r is aged or (running and victim > e) or self.may_evict(r, v)
+                    if v.id in taken or not allowed:
                         break
                     d.preempt.append(v)
                     evicted.add(v.id)
