@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from seallm.calibration import (
     CALIBRATIONS,
     DEFAULT_CALIBRATION,
+    PROFILE_OPS,
     Calibration,
+    layer_time,
     profile_device,
     read_profiles,
 )
@@ -57,11 +59,6 @@ NOT_EFFICIENCIES = {
 }
 
 
-def layer_sum(times: dict[str, np.ndarray]) -> np.ndarray:
-    """Per-layer linear time: every profiled op once, the residual add twice."""
-    return sum(times[op] for op in LINEAR_OPS) + times["add"]
-
-
 class Problem:
     """The rows of one GPU, grouped by (model, tp) so each group is one vectorized call."""
 
@@ -73,8 +70,8 @@ class Problem:
         self.groups = []
         for (model, tp), rs in groups.items():
             tokens = np.array([r.num_tokens for r in rs], dtype=np.float64)
-            meas = {op: np.array([r.times[op] for r in rs]) for op in (*LINEAR_OPS, "emb")}
-            meas["layer"] = layer_sum(meas)
+            meas = {op: np.array([r.times[op] for r in rs]) for op in PROFILE_OPS}
+            meas["layer"] = layer_time(meas)
             self.groups.append((model, tp, tokens, meas))
         # Rows are dense at large token counts (multiples of 8 up to 4096); weight them so
         # that every octave of M counts the same, or the decode regime would barely count.
@@ -91,7 +88,7 @@ class Problem:
         for model, tp, tokens, meas in self.groups:
             mc = cm.for_model(model, tp)
             pred = mc.linear_op_times(tokens)
-            pred["layer"] = layer_sum(pred)
+            pred["layer"] = layer_time(pred)
             pred["emb"] = mc.embedding_time(tokens)
             for op, p in pred.items():
                 out[op].append(np.log(p / meas[op]))

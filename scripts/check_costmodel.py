@@ -21,8 +21,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from seallm.calibration import profile_device, read_profiles
-from seallm.costmodel import LINEAR_OPS, CostModel
+from seallm.calibration import layer_time, profile_device, read_profiles
+from seallm.costmodel import CostModel
 
 TARGET = 0.15
 MATMULS = ("attn_pre_proj", "attn_post_proj", "mlp_up_proj", "mlp_down_proj")
@@ -39,11 +39,6 @@ HEADER = [
     "up",
     "down",
 ]
-
-
-def layer_time(times: dict) -> float:
-    """Per-layer linear time: every profiled op once, the residual add twice."""
-    return sum(times[op] for op in LINEAR_OPS) + times["add"]
 
 
 def evaluate(rows) -> list[dict]:

@@ -185,7 +185,8 @@ def calibration_for(device: DeviceSpec) -> Calibration:
 
 # --- measured profiles (Vidur's *.mlp.csv) ------------------------------------------------
 
-PROFILE_OPS = (
+# The per-layer ops a profile row times (the cost model predicts each), and the embedding.
+LINEAR_OPS = (
     "attn_pre_proj",
     "attn_post_proj",
     "mlp_up_proj",
@@ -195,8 +196,16 @@ PROFILE_OPS = (
     "post_attention_layernorm",
     "attn_rope",
     "add",
-    "emb",
 )
+PROFILE_OPS = (*LINEAR_OPS, "emb")
+
+
+def layer_time(times):
+    """Per-layer linear time: every profiled op once, the residual add twice (a layer runs
+    two adds)."""
+    return sum(times[op] for op in LINEAR_OPS) + times["add"]
+
+
 PROFILE_DEVICES = {"a100": "a100-80gb", "h100": "h100-80gb"}
 
 

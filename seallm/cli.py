@@ -15,7 +15,7 @@ from rich.table import Table
 
 from seallm.config import Config, ConfigError, load_config
 from seallm.costmodel import CostModel
-from seallm.metrics import ResultRow, per_service, summarize
+from seallm.metrics import GroupRow, ResultRow, group_rows, per_service, summarize
 from seallm.placement import get_placement, service_loads
 from seallm.presets import get_preset
 from seallm.runtime.sim import SimResult, simulate
@@ -139,9 +139,14 @@ def simulate_cmd(
     svc_rows = {
         r.system.name: per_service(r.requests, slo, r.end_time, r.system.name, slo) for r in results
     }
+    groups = {
+        r.system.name: group_rows(r.system.name, r.controller.engines.values(), r.end_time)
+        for r in results
+    }
     if per_service_table:
         for name, srows in svc_rows.items():
             print_rows(srows, f"{name}: per service", first="service")
+        print_groups([g for rows in groups.values() for g in rows])
     if json_out is not None:
         doc = {
             "preset": cfg.name,
@@ -149,6 +154,7 @@ def simulate_cmd(
             "duration_s": cfg.duration_s,
             "results": [r.to_dict() for r in rows],
             "per_service": {k: [r.to_dict() for r in v] for k, v in svc_rows.items()},
+            "groups": {k: [g.to_dict() for g in v] for k, v in groups.items()},
         }
         text = json.dumps(doc, indent=2)
         if json_out == "-":
@@ -157,6 +163,38 @@ def simulate_cmd(
             Path(json_out).write_text(text + "\n")
     if plot is not None:
         _plots(results, svc_rows, plot)
+
+
+def print_groups(rows: list[GroupRow]) -> None:
+    table = Table(title="group engines")
+    heads = [
+        "system",
+        "group",
+        "GPUs",
+        "services",
+        "busy",
+        "batch",
+        "KV util",
+        "KV frag",
+        "preempt",
+        "swaps",
+    ]
+    for h in heads:
+        table.add_column(h, justify="right")
+    for g in rows:
+        table.add_row(
+            g.system,
+            str(g.group),
+            str(g.gpus),
+            g.services,
+            f"{g.busy_fraction:.2f}",
+            f"{g.mean_batch:.1f}",
+            f"{g.kv_utilization:.2f}",
+            f"{g.kv_fragmentation:.3f}",
+            str(g.preemptions),
+            str(g.swaps),
+        )
+    out.print(table)
 
 
 def _progress() -> Progress:

@@ -35,22 +35,23 @@ from bisect import bisect_right
 
 import numpy as np
 
-from seallm.calibration import CALIBRATIONS, DEFAULT_CALIBRATION, Calibration, calibration_for
+from seallm.calibration import (
+    CALIBRATIONS,
+    DEFAULT_CALIBRATION,
+    LINEAR_OPS,
+    Calibration,
+    calibration_for,
+)
 from seallm.specs import DeviceSpec, ModelSpec
 
-__all__ = ["CALIBRATIONS", "DEFAULT_CALIBRATION", "Calibration", "CostModel", "ModelCost"]
-
-LINEAR_OPS = (
-    "attn_pre_proj",
-    "attn_post_proj",
-    "mlp_up_proj",
-    "mlp_down_proj",
-    "mlp_act",
-    "input_layernorm",
-    "post_attention_layernorm",
-    "attn_rope",
-    "add",
-)
+__all__ = [
+    "CALIBRATIONS",
+    "DEFAULT_CALIBRATION",
+    "LINEAR_OPS",
+    "Calibration",
+    "CostModel",
+    "ModelCost",
+]
 
 
 class CostModel:

@@ -65,6 +65,8 @@ class GroupEngine:
         self.busy_time = 0.0
         self.preemptions = 0
         self.swaps = 0
+        self.kv_used_time = 0.0  # KV utilization x seconds, over busy time
+        self.kv_frag_time = 0.0
 
     # -- queue ----------------------------------------------------------------------------
     def add(self, req: Request, now: float) -> None:
@@ -138,6 +140,9 @@ class GroupEngine:
     def commit(self, batch: Batch, outcome: StepOutcome, end: float) -> list[Request]:
         """Apply a finished step at time `end`; returns the requests that completed."""
         k = outcome.iterations
+        start = end - outcome.duration
+        for r in batch.requests:
+            r.max_stall = max(r.max_stall, start - r.last_run)
         for r in batch.prefill:
             r.generated += 1
             if r.first_token_time is None:
@@ -155,6 +160,9 @@ class GroupEngine:
             self._stop_running(r)
             self.scheduler.release(r)
             self.profiles[r.service].observe(r)
+        kv = self.kv.stats()
+        self.kv_used_time += kv.utilization * outcome.duration
+        self.kv_frag_time += kv.fragmentation * outcome.duration
         self.busy = False
         self.steps += 1
         self.iterations += k

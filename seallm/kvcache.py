@@ -69,6 +69,9 @@ class PagedKVCache:
         self.tokens_per_page: dict[str, int] = {}
         self.page_bytes: dict[str, float] = {}  # bytes of one page for the service (whole group)
         self._pool_of: dict[str, _Pool] = {}
+        # Running totals, so that statistics cost O(1) on the engine's step path.
+        self._used_bytes = 0.0
+        self._token_bytes = 0.0
 
     # -- queries ------------------------------------------------------------------------
     def pages_for(self, service: str, tokens: int) -> int:
@@ -125,14 +128,20 @@ class PagedKVCache:
         taken = self._pool_of[req.service].take(extra) if extra else []
         self.page_tables.setdefault(req.id, []).extend(taken)
         self._service_of[req.id] = req.service
-        self.held_tokens[req.id] = max(tokens, self.held_tokens.get(req.id, 0))
+        held = self.held_tokens.get(req.id, 0)
+        if tokens > held:
+            self.held_tokens[req.id] = tokens
+            self._token_bytes += (tokens - held) * self.models[req.service].kv_bytes_per_token
+        self._used_bytes += extra * self.page_bytes[req.service]
 
     def release(self, req: Request) -> int:
         """Free all of `req`'s pages; returns how many."""
         table = self.page_tables.pop(req.id, [])
-        self.held_tokens.pop(req.id, None)
+        held = self.held_tokens.pop(req.id, 0)
         service = self._service_of.pop(req.id, req.service)
         self._pool_of[service].free.extend(reversed(table))
+        self._used_bytes -= len(table) * self.page_bytes[service]
+        self._token_bytes -= held * self.models[service].kv_bytes_per_token
         return len(table)
 
     def holds(self, req: Request) -> bool:
@@ -140,20 +149,15 @@ class PagedKVCache:
 
     def stats(self) -> KVStats:
         pools = {id(p): p for p in self._pool_of.values()}
-        total = sum(self._pool_bytes(p) for p in pools.values())
-        used = token = 0.0
-        for rid, table in self.page_tables.items():
-            s = self._service_of[rid]
-            used += len(table) * self.page_bytes[s]
-            token += self.held_tokens[rid] * self.models[s].kv_bytes_per_token
         free = sum(len(p.free) for p in pools.values())
-        return KVStats(total, used, token, free)
+        return KVStats(self.total_bytes, self._used_bytes, self._token_bytes, free)
 
-    def _pool_bytes(self, pool: _Pool) -> float:
+    @property
+    def total_bytes(self) -> float:
+        seen: dict[int, float] = {}
         for s, p in self._pool_of.items():
-            if p is pool:
-                return p.num_pages * self.page_bytes[s]
-        return 0.0
+            seen[id(p)] = p.num_pages * self.page_bytes[s]
+        return sum(seen.values())
 
 
 class StaticKVCache(PagedKVCache):

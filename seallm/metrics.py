@@ -22,10 +22,14 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seallm.request import Request, Status
+
+if TYPE_CHECKING:
+    from seallm.engine import GroupEngine as GroupEngineStats
 
 
 @dataclass
@@ -129,3 +133,43 @@ def per_service(
     for r in requests:
         by.setdefault(r.service, []).append(r)
     return [summarize(rs, slo_scales, end_time, system, service=s) for s, rs in by.items()]
+
+
+@dataclass
+class GroupRow:
+    """How a group engine spent a run (busy share, batching, KV pool, preemptions)."""
+
+    system: str
+    group: int
+    gpus: int
+    services: str
+    busy_fraction: float
+    mean_batch: float
+    kv_utilization: float  # time-weighted over busy time
+    kv_fragmentation: float
+    preemptions: int
+    swaps: int
+
+    def to_dict(self) -> dict[str, float | int | str]:
+        return asdict(self)
+
+
+def group_rows(system: str, engines: Iterable[GroupEngineStats], end_time: float) -> list[GroupRow]:
+    rows = []
+    for e in engines:
+        busy = e.busy_time or 1.0
+        rows.append(
+            GroupRow(
+                system=system,
+                group=e.id,
+                gpus=e.tp,
+                services=", ".join(e.models),
+                busy_fraction=e.busy_time / end_time if end_time > 0 else 0.0,
+                mean_batch=e.batched / e.iterations if e.iterations else 0.0,
+                kv_utilization=e.kv_used_time / busy,
+                kv_fragmentation=e.kv_frag_time / busy,
+                preemptions=e.preemptions,
+                swaps=e.swaps,
+            )
+        )
+    return rows

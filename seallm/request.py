@@ -39,6 +39,7 @@ class Request:
     level: int = 0
     attained: float = 0.0
     last_run: float = 0.0  # when it last took part in an iteration (ageing)
+    max_stall: float = 0.0  # longest wait between two iterations it took part in (starvation)
     preemptions: int = 0
 
     @property

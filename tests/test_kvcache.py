@@ -118,9 +118,12 @@ def test_page_ownership_invariants(kind, script):
         free = sum(len(p.free) for p in pools.values())
         assert len(owned) + free == total  # used + free = total
         assert not set(owned) & {p for pool in pools.values() for p in pool.free}
+        used = 0.0
         for rid2, table in kv.page_tables.items():  # a table covers its tokens, no more
             svc2 = kv._service_of[rid2]
             assert len(table) == kv.pages_for(svc2, kv.held_tokens[rid2])
+            used += len(table) * kv.page_bytes[svc2]
+        assert kv.stats().used_bytes == pytest.approx(used)  # running totals stay exact
     for s, m in MODELS3.items():  # capacity per model matches its token size
         assert kv.tokens_per_page[s] == (
             (2 * 1024 * 1024) // m.kv_bytes_per_token if kind == "unified" else 16

@@ -89,8 +89,35 @@ def shared_group(out: Path, quick: bool = False, duration_s: float = 600.0, seed
         ],
     }
     (out / "shared_group.json").write_text(json.dumps(doc, indent=2) + "\n")
+    (out / "shared_group.md").write_text(markdown(points))
     _plot(points, out)
     console.print(f"wrote {out / 'shared_group.json'} and plots in {out}")
+
+
+def markdown(points: list[sg.SweepPoint]) -> str:
+    """One table per scenario: each system's metrics at every rate, and seallm's ratios."""
+    lines: list[str] = []
+    for name in dict.fromkeys(p.scenario.name for p in points):
+        sel = [p for p in points if p.scenario.name == name]
+        sc = sel[0].scenario
+        lines += [
+            f"### {name}: {sc.gpus} x A100-80GB shared group",
+            "",
+            "| req/s | system | norm. latency s/tok | P99 latency s | SLO attainment | "
+            "mean TTFT s | completed | seallm's gain in norm. latency |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
+        for p in sel:
+            me = p.rows["seallm"].mean_normalized_latency
+            for system, r in p.rows.items():
+                gain = _ratio(r.mean_normalized_latency, me) if system != "seallm" else ""
+                lines.append(
+                    f"| {p.rate:g} | {system} | {r.mean_normalized_latency:.4f} | "
+                    f"{r.p99_latency:.1f} | {r.slo_attainment:.3f} | {r.mean_ttft:.2f} | "
+                    f"{r.completed}/{r.requests} | {gain} |"
+                )
+        lines.append("")
+    return "\n".join(lines)
 
 
 def _plot(points: list[sg.SweepPoint], out: Path) -> None:
