@@ -96,3 +96,47 @@ def test_plan_prints_groups():
     p = seallm("plan", "--preset", "paper32")
     assert p.returncode == 0, p.stderr
     assert "s05-llama-2-70b" in p.stdout and "est. busy" in p.stdout
+
+
+def test_experiment_shared_group_quick_writes_results(tmp_path):
+    p = seallm(
+        "experiment",
+        "shared-group",
+        "--quick",
+        "--duration",
+        "30",
+        "--seeds",
+        "1",
+        "--out",
+        str(tmp_path),
+    )
+    assert p.returncode == 0, p.stderr
+    doc = json.loads((tmp_path / "shared_group.json").read_text())
+    scenarios = {pt["scenario"] for pt in doc["points"]}
+    assert scenarios == {"distinct", "memory-limited"}
+    systems = {r["system"] for pt in doc["points"] for r in pt["results"]}
+    assert {"seallm", "seallm-fcfs", "seallm-oracle", "seallm-static-kv", "vllm"} <= systems
+    assert "| seallm-fcfs |" in (tmp_path / "shared_group.md").read_text()
+    assert (tmp_path / "shared_group_distinct_mean_normalized_latency.png").exists()
+    p = seallm("experiment", "nope")
+    assert p.returncode == 2 and "experiment: 'nope' is not one of shared-group" in p.stderr
+
+
+def test_simulate_reports_group_engines():
+    p = seallm(
+        "simulate",
+        "--preset",
+        "h100x8",
+        "--system",
+        "seallm",
+        "--duration",
+        "20",
+        "--per-service",
+        "--json",
+        "-",
+    )
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout[p.stdout.index("{\n") :])
+    (group,) = doc["groups"]["seallm"]
+    assert group["gpus"] == 8 and 0 < group["busy_fraction"] <= 1.0
+    assert 0 <= group["kv_utilization"] <= 1.0 and 0 <= group["kv_fragmentation"] < 1.0

@@ -5,10 +5,11 @@ Four services of different sizes and request shapes share one 4xA100 group under
 lengths), an 8B completion service (short answers), a 13B writing service (short prompts,
 long answers) and a 34B code service (half-length answers); `vllm` gets the same four GPUs as
 one dedicated GPU per service. Two more sweeps: the same services with identical (Azure
-conversation) lengths, where no service information distinguishes them; and half the GPUs
-(one 2xA100 group), where KV memory is what limits the batch, to compare the unified cache
-with static per-model partitions. Every system sees the same arrivals (several seeds,
-averaged).
+conversation) lengths, where no service information distinguishes them; and long-context
+services (three times longer prompts, as retrieval-augmented or summarization requests have)
+on half the GPUs (one 2xA100 group), where KV memory is what limits the batch, to compare the
+unified cache with static per-model partitions. Every system sees the same arrivals (several
+seeds, averaged).
 """
 
 from __future__ import annotations
@@ -36,25 +37,30 @@ SYSTEMS = [
     "vllm",
 ]
 # (service, model, lengths): distinct request shapes, scaled from the Azure conversation fit.
-SERVICES = [
+Services = tuple[tuple[str, str, str | None], ...]
+DISTINCT: Services = (
     ("chat-7b", "llama-2-7b", "azure-conv"),
     ("complete-8b", "llama-3-8b", "azure-conv:output=0.2"),
     ("write-13b", "llama-2-13b", "azure-conv:prompt=0.3,output=3"),
     ("code-34b", "codellama-34b", "azure-conv:output=0.5"),
-]
+)
+SAME_LENGTHS: Services = tuple((n, m, None) for n, m, _ in DISTINCT)
+LONG_CONTEXT: Services = (
+    ("chat-7b", "llama-2-7b", "azure-conv:prompt=3"),
+    ("complete-8b", "llama-3-8b", "azure-conv:prompt=3,output=0.2"),
+    ("write-13b", "llama-2-13b", "azure-conv:output=3"),
+    ("code-34b", "codellama-34b", "azure-conv:prompt=3,output=0.5"),
+)
 METRICS = ["mean_normalized_latency", "p99_latency", "slo_attainment", "mean_ttft", "mean_slowdown"]
 
 
 def shared_group_config(
-    gpus: int = 4, rate: float = 1.0, duration_s: float = 600.0, distinct: bool = True
+    gpus: int = 4, rate: float = 1.0, duration_s: float = 600.0, services: Services = DISTINCT
 ) -> Config:
     return Config(
-        name=f"shared-group-{gpus}gpu" + ("" if distinct else "-same-lengths"),
+        name=f"shared-group-{gpus}gpu",
         cluster=ClusterSpec(device="a100-80gb", num_nodes=1, gpus_per_node=gpus),
-        services=[
-            ServiceSpec(name, model, lengths=lengths if distinct else None)
-            for name, model, lengths in SERVICES
-        ],
+        services=[ServiceSpec(name, model, lengths=lengths) for name, model, lengths in services],
         workload=WorkloadSpec(arrival="gamma", rate=rate, cv=3.0, alpha=0.7),
         duration_s=duration_s,
     ).validate()
@@ -64,7 +70,7 @@ def shared_group_config(
 class Scenario:
     name: str
     gpus: int
-    distinct: bool  # services have distinct length distributions
+    services: Services
     rates: tuple[float, ...]
     systems: tuple[str, ...]
 
@@ -80,7 +86,7 @@ def run_point(sc: Scenario, rate: float, duration_s: float, seeds: Sequence[int]
     point = SweepPoint(sc, rate)
     per_seed: dict[str, list[ResultRow]] = {s: [] for s in sc.systems}
     for seed in seeds:
-        cfg = shared_group_config(sc.gpus, rate, duration_s, sc.distinct)
+        cfg = shared_group_config(sc.gpus, rate, duration_s, sc.services)
         cfg.seed = seed
         records = cfg.records()
         cost = CostModel(cfg.cluster.device_spec)
@@ -127,11 +133,11 @@ def default_scenarios(quick: bool = False) -> list[Scenario]:
     kv = ("seallm", "seallm-static-kv", "seallm-fcfs", "seallm-oracle")
     if quick:
         return [
-            Scenario("distinct", 4, True, (2.0,), tuple(SYSTEMS)),
-            Scenario("memory-limited", 2, True, (1.0,), kv),
+            Scenario("distinct", 4, DISTINCT, (2.0,), tuple(SYSTEMS)),
+            Scenario("memory-limited", 2, LONG_CONTEXT, (1.0,), kv),
         ]
     return [
-        Scenario("distinct", 4, True, (1.0, 2.0, 3.0, 4.0), tuple(SYSTEMS)),
-        Scenario("same-lengths", 4, False, (2.0, 4.0, 6.0), tuple(SYSTEMS)),
-        Scenario("memory-limited", 2, True, (0.5, 1.0, 1.5), kv),
+        Scenario("distinct", 4, DISTINCT, (1.0, 2.0, 3.0, 4.0), tuple(SYSTEMS)),
+        Scenario("same-lengths", 4, SAME_LENGTHS, (2.0, 4.0, 6.0), tuple(SYSTEMS)),
+        Scenario("memory-limited", 2, LONG_CONTEXT, (0.5, 1.0, 1.5), kv),
     ]

@@ -63,10 +63,12 @@ class PriorityScheduler:
     budgeted = False
 
     def may_evict(self, candidate: Request, victim: Request) -> bool:
-        """Whether `candidate` may take `victim`'s device KV. Only a strictly lower class
-        (a higher level) is evicted: evicting within a level makes new arrivals evict the
-        requests just admitted before them, which then recompute, and throughput collapses."""
-        return victim.level > candidate.level
+        """Whether admitting `candidate` may take `victim`'s device KV. Not by default:
+        measured under memory pressure (docs/results.md), evicting for admissions, even only
+        victims of a lower level, makes evicted requests recompute and come back to evict in
+        turn, and throughput collapses. Memory is still taken from the lowest-priority
+        holders when the batch's highest-priority running request needs it (`_fill`)."""
+        return False
 
     # -- lifecycle hooks ------------------------------------------------------------------
     def admit(self, req: Request, now: float) -> None:
@@ -206,9 +208,14 @@ class PriorityScheduler:
                     victim = next(victims, None)
                 while pages + need_pages + reserve > free and victim is not None:
                     v = reqs[victim[-1]]
-                    # A running request may take pages from any lower-priority holder, so
-                    # decoding never deadlocks; admissions must respect `may_evict`.
-                    allowed = r is aged or (running and victim > e) or self.may_evict(r, v)
+                    # The batch's first running request may take pages from any lower-priority
+                    # holder, so decoding never deadlocks; other running requests wait for
+                    # pages (evicting at every page boundary thrashes). Admissions respect
+                    # `may_evict`; an aged request does not evict (under overload that
+                    # thrashes): it is first in line, so newer admissions wait behind it
+                    # until memory frees.
+                    stall = running and n == 0 and victim > e
+                    allowed = stall or (r is not aged and self.may_evict(r, v))
                     if v.id in taken or not allowed:
                         break
                     d.preempt.append(v)
