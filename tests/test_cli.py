@@ -117,6 +117,8 @@ def test_experiment_shared_group_quick_writes_results(tmp_path):
     systems = {r["system"] for pt in doc["points"] for r in pt["results"]}
     assert {"seallm", "seallm-fcfs", "seallm-oracle", "seallm-static-kv", "vllm"} <= systems
     assert "| seallm-fcfs |" in (tmp_path / "shared_group.md").read_text()
+    for row in (r for pt in doc["points"] for r in pt["results"]):
+        assert 0.0 <= row["kv_utilization"] <= 1.0 and row["preemptions"] >= 0
     assert (tmp_path / "shared_group_distinct_mean_normalized_latency.png").exists()
     p = seallm("experiment", "nope")
     assert p.returncode == 2 and "experiment: 'nope' is not one of shared-group" in p.stderr

@@ -83,7 +83,14 @@ def shared_group(out: Path, quick: bool = False, duration_s: float = 600.0, seed
                 "scenario": p.scenario.name,
                 "gpus": p.scenario.gpus,
                 "rate": p.rate,
-                "results": [r.to_dict() for r in p.rows.values()],
+                "results": [
+                    {
+                        **r.to_dict(),
+                        "kv_utilization": p.kv_utilization[r.system],
+                        "preemptions": p.preemptions[r.system],
+                    }
+                    for r in p.rows.values()
+                ],
             }
             for p in points
         ],
@@ -104,8 +111,8 @@ def markdown(points: list[sg.SweepPoint]) -> str:
             f"### {name}: {sc.gpus} x A100-80GB shared group",
             "",
             "| req/s | system | norm. latency s/tok | P99 latency s | SLO attainment | "
-            "mean TTFT s | completed | seallm's gain in norm. latency |",
-            "|---|---|---|---|---|---|---|---|",
+            "mean TTFT s | completed | KV pool used | preemptions | seallm's gain |",
+            "|---|---|---|---|---|---|---|---|---|---|",
         ]
         for p in sel:
             me = p.rows["seallm"].mean_normalized_latency
@@ -114,7 +121,8 @@ def markdown(points: list[sg.SweepPoint]) -> str:
                 lines.append(
                     f"| {p.rate:g} | {system} | {r.mean_normalized_latency:.4f} | "
                     f"{r.p99_latency:.1f} | {r.slo_attainment:.3f} | {r.mean_ttft:.2f} | "
-                    f"{r.completed}/{r.requests} | {gain} |"
+                    f"{r.completed}/{r.requests} | {p.kv_utilization[system]:.2f} | "
+                    f"{p.preemptions[system]:.0f} | {gain} |"
                 )
         lines.append("")
     return "\n".join(lines)

@@ -21,7 +21,7 @@ import numpy as np
 
 from seallm.config import ClusterSpec, Config, ServiceSpec
 from seallm.costmodel import CostModel
-from seallm.metrics import ResultRow, summarize
+from seallm.metrics import GroupRow, ResultRow, group_rows, summarize
 from seallm.runtime.sim import simulate
 from seallm.systems import get_system
 from seallm.workload import WorkloadSpec
@@ -80,11 +80,14 @@ class SweepPoint:
     scenario: Scenario
     rate: float
     rows: dict[str, ResultRow] = field(default_factory=dict)  # averaged over seeds
+    kv_utilization: dict[str, float] = field(default_factory=dict)  # mean over groups, seeds
+    preemptions: dict[str, float] = field(default_factory=dict)  # per run, mean over seeds
 
 
 def run_point(sc: Scenario, rate: float, duration_s: float, seeds: Sequence[int]) -> SweepPoint:
     point = SweepPoint(sc, rate)
     per_seed: dict[str, list[ResultRow]] = {s: [] for s in sc.systems}
+    groups: dict[str, list[GroupRow]] = {s: [] for s in sc.systems}
     for seed in seeds:
         cfg = shared_group_config(sc.gpus, rate, duration_s, sc.services)
         cfg.seed = seed
@@ -96,8 +99,11 @@ def run_point(sc: Scenario, rate: float, duration_s: float, seeds: Sequence[int]
             per_seed[name].append(
                 summarize(res.requests, slo, res.end_time, name, res.wall_seconds)
             )
+            groups[name] += group_rows(name, res.controller.engines.values(), res.end_time)
     for name, rows in per_seed.items():
         point.rows[name] = average_rows(rows)
+        point.kv_utilization[name] = float(np.mean([g.kv_utilization for g in groups[name]]))
+        point.preemptions[name] = sum(g.preemptions for g in groups[name]) / len(seeds)
     return point
 
 
