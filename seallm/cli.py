@@ -20,7 +20,7 @@ from seallm.placement import get_placement, service_loads
 from seallm.presets import get_preset
 from seallm.runtime.sim import SimResult, simulate
 from seallm.systems import get_system, resolve_systems
-from seallm.workload import WorkloadError, generate
+from seallm.workload import WorkloadError
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, help="seallm: many LLMs, shared GPUs, low latency."
@@ -102,13 +102,7 @@ def simulate_cmd(
             raise ConfigError(f"--rate-scale must be positive, got {rate_scale}")
         cfg.validate()
         systems = resolve_systems(system)
-        records = generate(
-            cfg.workload,
-            [(s.name, s.weight) for s in cfg.services],
-            cfg.duration_s,
-            cfg.seed,
-            rate_scale,
-        )
+        records = cfg.records(rate_scale)
     except (ConfigError, WorkloadError, ValueError) as err:
         raise _fail(err) from err
     console.print(

@@ -15,7 +15,13 @@ import yaml
 
 from seallm.catalog import DEVICES, MODELS
 from seallm.specs import DeviceSpec, ModelSpec
-from seallm.workload import WorkloadError, WorkloadSpec, get_length_distribution
+from seallm.workload import (
+    TraceRecord,
+    WorkloadError,
+    WorkloadSpec,
+    generate,
+    get_length_distribution,
+)
 
 
 class ConfigError(ValueError):
@@ -99,10 +105,8 @@ class Config:
         """The length distribution of a service's requests."""
         return self.service(service).lengths or self.workload.lengths
 
-    def records(self, rate_scale: float = 1.0) -> list:
+    def records(self, rate_scale: float = 1.0) -> list[TraceRecord]:
         """This deployment's workload: generated (or replayed) requests over duration_s."""
-        from seallm.workload import generate
-
         return generate(
             self.workload,
             [(s.name, s.weight) for s in self.services],

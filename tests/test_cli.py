@@ -142,3 +142,20 @@ def test_simulate_reports_group_engines():
     (group,) = doc["groups"]["seallm"]
     assert group["gpus"] == 8 and 0 < group["busy_fraction"] <= 1.0
     assert 0 <= group["kv_utilization"] <= 1.0 and 0 <= group["kv_fragmentation"] < 1.0
+
+
+def test_simulate_uses_per_service_lengths(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(
+        "cluster: {device: a100-80gb, num_nodes: 1, gpus_per_node: 2}\n"
+        "services:\n"
+        "  - {name: short, model: llama-2-7b, lengths: 'azure-conv:output=0.1'}\n"
+        "  - {name: long, model: llama-2-7b, lengths: 'azure-conv:output=2'}\n"
+        "workload: {rate: 2.0, alpha: 0}\nduration_s: 60\n"
+    )
+    p = seallm("simulate", "--config", str(cfg), "--system", "vllm", "--per-service", "--json", "-")
+    assert p.returncode == 0, p.stderr
+    doc = json.loads(p.stdout[p.stdout.index("{\n") :])
+    rows = {r["service"]: r for r in doc["per_service"]["vllm"]}
+    # normalized latency is per token, so compare decode time per request instead
+    assert rows["long"]["mean_latency"] > 5 * rows["short"]["mean_latency"]

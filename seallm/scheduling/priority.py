@@ -135,7 +135,10 @@ class PriorityScheduler:
             services.insert(0, aged.service)
         d = Decision()
         for i, service in enumerate(services):
-            d = self._fill(state, service, aged if i == 0 else None)
+            # While an aged request waits for memory, the other models only decode: their
+            # admissions would take the pages it is first in line for.
+            admit = i == 0 or aged is None or aged.status is Status.RUNNING
+            d = self._fill(state, service, aged if i == 0 else None, admit)
             if not d.empty:
                 break
         if d.empty:
@@ -146,7 +149,9 @@ class PriorityScheduler:
         d.stop_at = min(deadline, now + d.stop_at)
         return d
 
-    def _fill(self, state: EngineState, service: str, aged: Request | None) -> Decision:
+    def _fill(
+        self, state: EngineState, service: str, aged: Request | None, admit: bool = True
+    ) -> Decision:
         # The hot path of every live iteration: plain locals, no per-request method calls.
         kv, lim = state.kv, state.limits
         d = Decision(service)
@@ -169,7 +174,7 @@ class PriorityScheduler:
         victims: Iterator[Entry] | None = None
         victim: Entry | None = None
         n = tokens = pages = 0
-        blocked = False
+        blocked = not admit
         min_left = math.inf
         while n < max_batch:
             # Merge the two sorted lists; once admissions are blocked, only running ones.
