@@ -91,7 +91,6 @@ class GroupEngine:
             self.swapped,
             self.kv,
             self.limits,
-            list(self.models),
             self.running_count,
         )
 

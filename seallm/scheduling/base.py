@@ -44,7 +44,6 @@ class EngineState:
     swapped: Sequence[Request]
     kv: PagedKVCache
     limits: EngineSpec
-    services: Sequence[str]
     running_count: Mapping[str, int]  # running requests per service
 
 

@@ -10,7 +10,9 @@ baseline) are served one model per iteration: the model of the oldest request.
 
 from __future__ import annotations
 
+from seallm.config import EngineSpec
 from seallm.executor.base import Batch, StepOutcome
+from seallm.profile import ServiceProfile
 from seallm.request import Request
 from seallm.scheduling.base import Decision, EngineState, fit_decode, register
 
@@ -18,8 +20,10 @@ from seallm.scheduling.base import Decision, EngineState, fit_decode, register
 class FCFSScheduler:
     name = "fcfs"
 
-    def __init__(self, profiles: object = None, limits: object = None) -> None:
-        pass
+    def __init__(
+        self, profiles: dict[str, ServiceProfile] | None = None, limits: EngineSpec | None = None
+    ) -> None:
+        pass  # FCFS needs neither profiles nor limits; the signature is the factory's
 
     def admit(self, req: Request, now: float) -> None:
         pass

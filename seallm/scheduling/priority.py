@@ -133,12 +133,12 @@ class PriorityScheduler:
         services = list(dict.fromkeys(s for _, s in heads))
         if aged is not None:
             services.insert(0, aged.service)
-        d = Decision()
+        d, budget_left = Decision(), math.inf
         for i, service in enumerate(services):
             # While an aged request waits for memory, the other models only decode: their
             # admissions would take the pages it is first in line for.
             admit = i == 0 or aged is None or aged.status is Status.RUNNING
-            d = self._fill(state, service, aged if i == 0 else None, admit)
+            d, budget_left = self._fill(state, service, aged if i == 0 else None, admit)
             if not d.empty:
                 break
         if d.empty:
@@ -146,12 +146,14 @@ class PriorityScheduler:
         deadline = oldest.last_run + self.ageing_s if oldest is not None else math.inf
         if aged is not None:
             deadline = now  # one iteration: the aged request's key changes as it runs
-        d.stop_at = min(deadline, now + d.stop_at)
+        d.stop_at = min(deadline, now + budget_left)
         return d
 
     def _fill(
         self, state: EngineState, service: str, aged: Request | None, admit: bool = True
-    ) -> Decision:
+    ) -> tuple[Decision, float]:
+        """The batch of `service`, and the service its decoding requests may still attain
+        before one of them crosses its budget (inf unless the policy is budgeted)."""
         # The hot path of every live iteration: plain locals, no per-request method calls.
         kv, lim = state.kv, state.limits
         d = Decision(service)
@@ -244,8 +246,7 @@ class PriorityScheduler:
                 d.prefill.append(r)
             else:
                 d.swap_in.append(r)
-        d.stop_at = min_left  # relative; `schedule` makes it absolute
-        return d
+        return d, min_left
 
     def _holders(self, service: str, shared: bool) -> Iterator[Entry]:
         """Entries of the requests holding device KV in `service`'s pool, lowest priority
