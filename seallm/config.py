@@ -96,10 +96,9 @@ class Config:
     workload: WorkloadSpec = field(default_factory=WorkloadSpec)
     engine: EngineSpec = field(default_factory=EngineSpec)
     duration_s: float = 600.0
-    drain_s: float | None = (
-        None  # time after the last arrival to finish; default max(60, duration/4)
-    )
+    drain_s: float | None = None  # after the last arrival; default max(60, duration / 4)
     seed: int = 0
+    slo_target: float = 0.9  # Δ: placement keeps each service's estimated SLO attainment >= Δ
 
     def lengths_of(self, service: str) -> str:
         """The length distribution of a service's requests."""
@@ -155,6 +154,8 @@ class Config:
                 f"engine.memory_utilization must be in (0, 1], got {e.memory_utilization}"
             )
         _positive("duration_s", self.duration_s)
+        if not 0 <= self.slo_target <= 1:
+            raise ConfigError(f"slo_target must be in [0, 1], got {self.slo_target}")
         try:
             self.workload.validate()
         except WorkloadError as err:

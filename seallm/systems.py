@@ -17,7 +17,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm",
-            placement="colocate",
+            placement="two-stage",
             scheduler="doubling-budget",
             kv="unified",
             preemption="cost",
@@ -26,14 +26,14 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-fcfs",
-            placement="colocate",
+            placement="two-stage",
             scheduler="fcfs",
             kv="unified",
             description="ablation: seallm with FCFS scheduling (vLLM's) instead of DB",
         ),
         SystemSpec(
             "seallm-nodoubling",
-            placement="colocate",
+            placement="two-stage",
             scheduler="fixed-budget",
             kv="unified",
             preemption="cost",
@@ -41,7 +41,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-lhat-request",
-            placement="colocate",
+            placement="two-stage",
             scheduler="doubling-budget-lhat-request",
             kv="unified",
             preemption="cost",
@@ -49,7 +49,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-no-prefill-first",
-            placement="colocate",
+            placement="two-stage",
             scheduler="doubling-budget-no-prefill-first",
             kv="unified",
             preemption="cost",
@@ -57,7 +57,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-static-kv",
-            placement="colocate",
+            placement="two-stage",
             scheduler="doubling-budget",
             kv="static",
             preemption="cost",
@@ -65,7 +65,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-oracle",
-            placement="colocate",
+            placement="two-stage",
             scheduler="oracle",
             kv="unified",
             preemption="cost",

@@ -19,6 +19,11 @@ from seallm.workload import TraceRecord, WorkloadSpec, get_length_distribution
 A100 = CostModel(ClusterSpec().device_spec)
 
 
+def on_one_group(name: str):
+    """The system, with every service co-located on one group (what these tests are about)."""
+    return dataclasses.replace(get_system(name), placement="colocate")
+
+
 def profiles(*services: tuple[str, str]):
     from seallm.catalog import MODELS
 
@@ -87,8 +92,8 @@ def shared(gpus: int = 2, **engine) -> Config:
 def test_a_short_request_of_another_model_overtakes_long_ones():
     # Eight long requests of model a are decoding when a short request of model b arrives.
     recs = [TraceRecord(0.0, "a", 500, 1500) for _ in range(8)] + [TraceRecord(2.0, "b", 50, 10)]
-    db = simulate(shared(), get_system("seallm"), recs)
-    fcfs = simulate(shared(), get_system("seallm-fcfs"), recs)
+    db = simulate(shared(), on_one_group("seallm"), recs)
+    fcfs = simulate(shared(), on_one_group("seallm-fcfs"), recs)
     short_db, short_fcfs = db.requests[-1], fcfs.requests[-1]
     assert short_db.finish_time - short_db.arrival < 1.0
     assert short_db.finish_time < min(r.finish_time for r in db.requests[:-1])
@@ -105,7 +110,7 @@ def test_no_request_starves_ageing_bounds_its_wait():
     def long_request(ageing_s: float) -> Request:
         cfg = shared(ageing_s=ageing_s)
         cfg.drain_s = 600.0
-        return simulate(cfg, get_system("seallm"), recs).requests[0]
+        return simulate(cfg, on_one_group("seallm"), recs).requests[0]
 
     long = long_request(2.0)
     assert long.level >= 1  # it was demoted, so only ageing lets it run while a is busy
@@ -117,7 +122,7 @@ def test_no_request_starves_ageing_bounds_its_wait():
 
 def test_swap_or_recompute_is_chosen_by_cost_and_host_space():
     cfg = shared()
-    res = simulate(cfg, get_system("seallm"), [TraceRecord(0.0, "a", 10, 2)])
+    res = simulate(cfg, on_one_group("seallm"), [TraceRecord(0.0, "a", 10, 2)])
     engine = res.controller.engines[0]
     cost = engine.profiles["a"].cost
     long = Request(1, "a", 3000, 100, 0.0, generated=5)
@@ -153,7 +158,7 @@ def test_oracle_runs_shortest_remaining_first():
     cfg = shared(max_batch_size=1)
     lengths = [300, 20, 150, 60, 5]
     recs = [TraceRecord(0.0, "a", 50, n) for n in lengths]
-    res = simulate(cfg, get_system("seallm-oracle"), recs)
+    res = simulate(cfg, on_one_group("seallm-oracle"), recs)
     order = sorted(res.requests, key=lambda r: r.finish_time)
     assert [r.output_tokens for r in order] == sorted(lengths)
 
@@ -166,8 +171,8 @@ def test_fused_equals_one_by_one_under_memory_pressure(system):
     cfg.engine = dataclasses.replace(cfg.engine, memory_utilization=0.85)
     cfg.drain_s = 1e5
     recs = cfg.records()
-    fused = simulate(cfg, get_system(system), recs, fuse=True)
-    single = simulate(cfg, get_system(system), recs, fuse=False)
+    fused = simulate(cfg, on_one_group(system), recs, fuse=True)
+    single = simulate(cfg, on_one_group(system), recs, fuse=False)
     ef, es = fused.controller.engines[0], single.controller.engines[0]
     assert ef.preemptions == es.preemptions > 0
     assert ef.iterations == es.iterations and ef.steps < es.steps

@@ -22,6 +22,8 @@ import numpy as np
 from seallm.config import ClusterSpec, Config, ServiceSpec
 from seallm.costmodel import CostModel
 from seallm.metrics import GroupRow, ResultRow, group_rows, summarize
+from seallm.placement import service_loads
+from seallm.placement.colocate import place_colocated
 from seallm.runtime.sim import simulate
 from seallm.systems import get_system
 from seallm.workload import WorkloadSpec
@@ -94,8 +96,13 @@ def run_point(sc: Scenario, rate: float, duration_s: float, seeds: Sequence[int]
         records = cfg.records()
         cost = CostModel(cfg.cluster.device_spec)
         slo = {s.name: s.slo_scale for s in cfg.services}
+        one_group = place_colocated(cfg, cost, service_loads(cfg))
         for name in sc.systems:
-            res = simulate(cfg, get_system(name), records, cost)
+            system = get_system(name)
+            # The experiment is about sharing one group: every co-locating system gets the
+            # single-group plan; vllm keeps its dedicated one.
+            plan = None if system.placement == "dedicated" else one_group
+            res = simulate(cfg, system, records, cost, plan=plan)
             per_seed[name].append(
                 summarize(res.requests, slo, res.end_time, name, res.wall_seconds)
             )

@@ -10,10 +10,15 @@ from seallm.placement.colocate import place_colocated
 from seallm.placement.dedicated import place_dedicated
 from seallm.placement.demand import ServiceLoad, service_loads
 from seallm.placement.plan import GroupPlan, Plan
+from seallm.placement.two_stage import place_two_stage
 
 Placement = Callable[[Config, CostModel, dict[str, ServiceLoad]], Plan]
 
-PLACEMENTS: dict[str, Placement] = {"dedicated": place_dedicated, "colocate": place_colocated}
+PLACEMENTS: dict[str, Placement] = {
+    "dedicated": place_dedicated,
+    "colocate": place_colocated,
+    "two-stage": place_two_stage,
+}
 
 
 def get_placement(name: str) -> Placement:

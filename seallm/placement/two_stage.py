@@ -1,0 +1,185 @@
+"""SeaLLM's two-stage placement, as DESIGN.md reads the paper.
+
+Stage 1 enumerates ways to split every node's GPUs into power-of-two groups; tensor
+parallelism never spans nodes, and nodes are interchangeable, so a cluster split is a multiset
+of node splits (715 for 4 nodes of 8 GPUs). Stage 2 assigns services to the groups of a split:
+the hardest to place first (largest weights, then highest load), each to the group where it
+adds the least to the estimated objective; then, for the most promising splits, replicas
+into groups where they fit, the most helpful first, while that improves the estimate. The
+objective, from the analytical `Estimator`: first the SLO shortfall (rate-weighted
+max(0, Δ - attainment)), then the rate-weighted mean normalized latency. The best plan over
+all splits wins.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from functools import cache
+from itertools import combinations_with_replacement
+
+from seallm.config import ClusterSpec, Config, ConfigError
+from seallm.costmodel import CostModel
+from seallm.placement.demand import ServiceLoad
+from seallm.placement.estimator import SATURATED, Estimator, GroupEstimate
+from seallm.placement.plan import GroupPlan, Plan
+
+Score = tuple[float, float]  # (SLO shortfall, mean normalized latency), smaller is better
+
+
+@cache
+def node_splits(gpus: int) -> tuple[tuple[int, ...], ...]:
+    """Every way to split `gpus` into power-of-two group sizes (largest first)."""
+
+    def parts(left: int, largest: int) -> Iterator[tuple[int, ...]]:
+        if left == 0:
+            yield ()
+            return
+        size = largest
+        while size >= 1:
+            if size <= left:
+                for rest in parts(left - size, size):
+                    yield (size, *rest)
+            size //= 2
+
+    top = 1 << (gpus.bit_length() - 1)
+    return tuple(parts(gpus, top))
+
+
+def cluster_splits(cluster: ClusterSpec) -> Iterator[tuple[tuple[int, ...], ...]]:
+    return combinations_with_replacement(node_splits(cluster.gpus_per_node), cluster.num_nodes)
+
+
+class Assignment:
+    """Services (with replicas) on the groups of one split, and its estimated score. Group
+    estimates are cached and only the groups a change touches are estimated again."""
+
+    def __init__(
+        self, sizes: list[int], est: Estimator, loads: dict[str, ServiceLoad], delta: float
+    ) -> None:
+        self.sizes = sizes
+        self.est = est
+        self.loads = loads
+        self.delta = delta
+        self.members: list[list[str]] = [[] for _ in sizes]
+        self.estimates: list[GroupEstimate | None] = [None for _ in sizes]
+
+    def hosts(self, service: str) -> list[int]:
+        return [g for g, m in enumerate(self.members) if service in m]
+
+    def fits(self, g: int, service: str) -> bool:
+        if service in self.members[g]:
+            return False
+        shares = [(s, 0.0) for s in (*self.members[g], service)]
+        return self.est.group(self.sizes[g], shares).feasible
+
+    def _estimate(self, g: int, members: list[str], extra: str | None) -> GroupEstimate:
+        """Group g's estimate with `members`, if `extra` gets one more replica."""
+        shares = []
+        for s in members:
+            reps = len(self.hosts(s)) + (s == extra)
+            shares.append((s, self.loads[s].rate / reps))
+        return self.est.group(self.sizes[g], shares)
+
+    def score_with(self, g: int | None = None, service: str | None = None) -> Score:
+        """The score, after adding `service` to group `g` if given; services not placed yet
+        are left out (the greedy stage scores partial plans)."""
+        touched = set(self.hosts(service)) | {g} if service is not None else set()
+        per_service: dict[str, list[tuple[float, float]]] = {}
+        for k, members in enumerate(self.members):
+            if k in touched:
+                trial = [*members, service] if k == g else members
+                estimate = self._estimate(k, trial, service)
+            else:
+                estimate = self.estimates[k]
+            if estimate is None:
+                continue
+            for e in estimate.services:
+                per_service.setdefault(e.service, []).append(
+                    (e.normalized_latency, e.slo_attainment)
+                )
+        shortfall = total = weight = 0.0
+        for s, got in per_service.items():
+            rate = self.loads[s].rate
+            shortfall += rate * max(0.0, self.delta - sum(a for _, a in got) / len(got))
+            total += rate * sum(n for n, _ in got) / len(got)
+            weight += rate
+        return (shortfall, total / weight if weight else 0.0)
+
+    def add(self, g: int, service: str) -> None:
+        touched = set(self.hosts(service)) | {g}
+        self.members[g].append(service)
+        for k in touched:
+            self.estimates[k] = self._estimate(k, self.members[k], None)
+
+
+def assign(
+    sizes: list[int], est: Estimator, loads: dict[str, ServiceLoad], delta: float
+) -> Assignment | None:
+    """Greedy first placement: hardest to place first, each where it adds the least."""
+    a = Assignment(sizes, est, loads, delta)
+    for s in sorted(loads, key=lambda s: (-loads[s].model.weight_bytes, -loads[s].rate)):
+        options = [(a.score_with(g, s), g) for g in range(len(sizes)) if a.fits(g, s)]
+        if not options:
+            return None
+        a.add(min(options)[1], s)
+    return a
+
+
+def replicate(a: Assignment) -> None:
+    """Add the replica that improves the estimate most, while one does. A service on an
+    overloaded group may need several replicas before any single one shows a gain, so while
+    a group is overloaded its services may take a replica even without an immediate gain."""
+    current = a.score_with()
+    for _ in range(2 * len(a.sizes)):
+        options = [
+            (a.score_with(g, s), g, s) for g in range(len(a.sizes)) for s in a.loads if a.fits(g, s)
+        ]
+        best = min(options, default=None)
+        if best is None:
+            return
+        if best[0] >= current:
+            hot = {
+                s
+                for e, members in zip(a.estimates, a.members, strict=True)
+                if e is not None and e.utilization >= SATURATED
+                for s in members
+            }
+            relief = [o for o in options if o[2] in hot and o[2] not in a.members[o[1]]]
+            if not relief:
+                return
+            best = min(relief)
+        a.add(best[1], best[2])
+        current = best[0]
+
+
+def place_two_stage(
+    config: Config, cost: CostModel, loads: dict[str, ServiceLoad], finalists: int = 24
+) -> Plan:
+    est = Estimator(config, cost, loads)
+    firsts = []
+    for split in cluster_splits(config.cluster):
+        groups = [(node, size) for node, sizes in enumerate(split) for size in sizes]
+        a = assign([size for _, size in groups], est, dict(loads), config.slo_target)
+        if a is not None:
+            firsts.append((a.score_with(), len(firsts), groups, a))
+    # Replication is the expensive part: run it on the most promising splits only.
+    best: tuple[Score, list[tuple[int, int]], Assignment] | None = None
+    for _, _, groups, a in sorted(firsts, key=lambda f: (f[0], f[1]))[:finalists]:
+        replicate(a)
+        score = a.score_with()
+        if best is None or score < best[0]:
+            best = (score, groups, a)
+    if best is None:
+        raise ConfigError(
+            "services: no split of the cluster into power-of-two groups holds every service "
+            "with its KV reserve; add GPUs or remove services"
+        )
+    _, groups, a = best
+    plan_groups, next_gpu = [], {}
+    for (node, size), members in zip(groups, a.members, strict=True):
+        if not members:
+            continue
+        first = next_gpu.get(node, 0)
+        next_gpu[node] = first + size
+        plan_groups.append(GroupPlan(len(plan_groups), node, first, size, tuple(members)))
+    return Plan(plan_groups).validate(config.cluster)
