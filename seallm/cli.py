@@ -228,34 +228,52 @@ def plan_cmd(
     system: Annotated[str, typer.Option(help="system whose placement to show")] = "vllm",
     rate_scale: Annotated[float, typer.Option(help="multiply every arrival rate")] = 1.0,
 ) -> None:
-    """Print the placement plan a system computes for a deployment."""
-    from seallm.placement.demand import busy_fraction, kv_bytes
+    """Print the placement plan a system computes, with the placement estimator's view of
+    each group: utilization, and each service's normalized latency and SLO attainment."""
+    import time
+
+    from seallm.placement.demand import kv_bytes
+    from seallm.placement.estimator import Estimator
 
     try:
         cfg = _load(config, preset)
         spec = get_system(system)
         cost = CostModel(cfg.cluster.device_spec)
         loads = service_loads(cfg, rate_scale)
+        t0 = time.perf_counter()
         plan = get_placement(spec.placement)(cfg, cost, loads)
+        solve = time.perf_counter() - t0
     except (ConfigError, ValueError) as err:
         raise _fail(err) from err
-    table = Table(title=f"{cfg.name}: {spec.name} placement ({spec.placement})")
-    for h in ["group", "node", "GPUs", "services", "weights GB", "KV GB", "est. busy"]:
+    est = Estimator(cfg, cost, loads)
+    table = Table(title=f"{cfg.name}: {spec.name} placement ({spec.placement}, {solve:.2f} s)")
+    heads = [
+        "group",
+        "node",
+        "GPUs",
+        "services (req/s)",
+        "weights GB",
+        "KV GB",
+        "est. util",
+        "est. norm lat",
+        "est. SLO",
+    ]
+    for h in heads:
         table.add_column(h, justify="right")
     for g in plan.groups:
         models = [cfg.service(s).model_spec for s in g.services]
-        replicas = {s: len(plan.hosts(s)) for s in g.services}
-        busy = sum(
-            busy_fraction(loads[s], cost, g.size, cfg.engine) / replicas[s] for s in g.services
-        )
+        shares = [(s, loads[s].rate / len(plan.hosts(s))) for s in g.services]
+        e = est.group(g.size, shares)
         table.add_row(
             str(g.id),
             str(g.node),
             f"{g.first_gpu}-{g.first_gpu + g.size - 1}",
-            ", ".join(g.services),
+            ", ".join(f"{s} ({r:.2f})" for s, r in shares),
             f"{sum(m.weight_bytes for m in models) / 1e9:.0f}",
             f"{kv_bytes(models, g.size, cfg) / 1e9:.0f}",
-            f"{busy:.2f}",
+            f"{e.utilization:.2f}",
+            ", ".join(f"{x.normalized_latency:.3f}" for x in e.services),
+            ", ".join(f"{x.slo_attainment:.2f}" for x in e.services),
         )
     out.print(table)
 

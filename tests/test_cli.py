@@ -95,7 +95,10 @@ def test_errors_are_clear_and_exit_2(tmp_path):
 def test_plan_prints_groups():
     p = seallm("plan", "--preset", "paper32")
     assert p.returncode == 0, p.stderr
-    assert "s05-llama-2-70b" in p.stdout and "est. busy" in p.stdout
+    assert "s05-llama-2-70b" in p.stdout and "est. util" in p.stdout
+    p = seallm("plan", "--preset", "h100x8", "--system", "seallm")
+    assert p.returncode == 0, p.stderr
+    assert "two-stage" in p.stdout and "s04-llama-2-70b" in p.stdout
 
 
 def test_experiment_shared_group_quick_writes_results(tmp_path):
