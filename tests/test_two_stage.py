@@ -20,6 +20,10 @@ def test_node_splits_are_every_power_of_two_partition():
     assert all(x & (x - 1) == 0 for p in eight for x in p)
     # nodes are interchangeable: multisets of node splits (4 nodes of 8 GPUs: C(13, 4))
     assert len(list(cluster_splits(ClusterSpec("a100-80gb", 4, 8)))) == 715
+    # past the exhaustive limit: at most two distinct node splits (10 + 45 pairs x 15 mixes)
+    big = list(cluster_splits(ClusterSpec("a100-80gb", 16, 8)))
+    assert len(big) == 10 + 45 * 15 == len(set(big))
+    assert all(len(set(split)) <= 2 and len(split) == 16 for split in big)
 
 
 def plan_for(cfg, rate_scale=1.0):

@@ -13,6 +13,7 @@ all splits wins.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 from functools import cache
 from itertools import combinations_with_replacement
@@ -45,8 +46,24 @@ def node_splits(gpus: int) -> tuple[tuple[int, ...], ...]:
     return tuple(parts(gpus, top))
 
 
+FULL_SEARCH_LIMIT = 2000  # cluster splits searched exhaustively up to this many
+
+
 def cluster_splits(cluster: ClusterSpec) -> Iterator[tuple[tuple[int, ...], ...]]:
-    return combinations_with_replacement(node_splits(cluster.gpus_per_node), cluster.num_nodes)
+    """Cluster splits to search. Every multiset of node splits while there are at most
+    FULL_SEARCH_LIMIT (4 nodes of 8 GPUs: 715); beyond that (16 nodes: two million) the
+    splits that use at most two distinct node splits, which keeps the search linear in the
+    number of nodes while still mixing large and small groups."""
+    splits, n = node_splits(cluster.gpus_per_node), cluster.num_nodes
+    if math.comb(len(splits) + n - 1, n) <= FULL_SEARCH_LIMIT:
+        yield from combinations_with_replacement(splits, n)
+        return
+    for a in splits:
+        yield (a,) * n
+    for i, a in enumerate(splits):
+        for b in splits[i + 1 :]:
+            for k in range(1, n):
+                yield (a,) * k + (b,) * (n - k)
 
 
 class Assignment:
