@@ -16,6 +16,14 @@ SYSTEMS: dict[str, SystemSpec] = {
             "to its load, FCFS continuous batching, static paged KV, no re-placement",
         ),
         SystemSpec(
+            "alpaserve",
+            placement="alpaserve",
+            scheduler="fcfs",
+            kv="static",
+            description="AlpaServe (OSDI'23): model-parallel groups with greedy selective "
+            "replication maximizing SLO attainment, FCFS across co-located models, static KV",
+        ),
+        SystemSpec(
             "seallm",
             placement="two-stage",
             scheduler="doubling-budget",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from seallm.config import Config
 from seallm.costmodel import CostModel
+from seallm.placement.alpaserve import place_alpaserve
 from seallm.placement.colocate import place_colocated
 from seallm.placement.dedicated import place_dedicated
 from seallm.placement.demand import ServiceLoad, service_loads
@@ -18,6 +19,7 @@ PLACEMENTS: dict[str, Placement] = {
     "dedicated": place_dedicated,
     "colocate": place_colocated,
     "two-stage": place_two_stage,
+    "alpaserve": place_alpaserve,
 }
 
 
