@@ -12,7 +12,7 @@ from seallm.config import Config, SystemSpec
 from seallm.costmodel import CostModel
 from seallm.engine import GroupEngine
 from seallm.placement import Plan, get_placement, service_loads
-from seallm.placement.demand import min_group_size
+from seallm.placement.demand import reference_cost
 from seallm.placement.plan import GroupPlan
 from seallm.request import Request, Status
 
@@ -40,11 +40,8 @@ class Controller:
             for s in g.services:
                 self.hosts[s].append(self.engines[g.id])
         self.requests: list[Request] = []
-        # The standalone latency, which SLOs and slowdowns are relative to, is taken on the
-        # smallest group that holds the model, the same for every system compared.
         self.reference = {
-            s.name: cost.for_model(s.model_spec, min_group_size(s.model_spec, config) or 1)
-            for s in config.services
+            s.name: reference_cost(s.model_spec, config, cost) for s in config.services
         }
 
     def submit(self, req: Request, now: float) -> GroupEngine | None:

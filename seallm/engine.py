@@ -210,14 +210,3 @@ class GroupEngine:
         cost = self.profiles[r.service].cost
         recompute = cost.prefill_time(r.context_tokens) - cost.prefill_time(1)
         return 2 * self.swap_time(r) < recompute  # out now and in later
-
-    def drain(self) -> list[Request]:
-        """Remove and return every unfinished request (end of a run, or a group going away)."""
-        out = self.waiting + self.running + self.swapped
-        for r in out:
-            self.kv.release(r)
-            self.scheduler.release(r)
-        self.waiting, self.running, self.swapped = [], [], []
-        self.running_count = dict.fromkeys(self.models, 0)
-        self.host_used = 0.0
-        return out

@@ -144,9 +144,6 @@ class PagedKVCache:
         self._token_bytes -= held * self.models[service].kv_bytes_per_token
         return len(table)
 
-    def holds(self, req: Request) -> bool:
-        return req.id in self.page_tables
-
     def stats(self) -> KVStats:
         pools = {id(p): p for p in self._pool_of.values()}
         free = sum(len(p.free) for p in pools.values())

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from seallm.config import Config, EngineSpec
-from seallm.costmodel import CostModel
+from seallm.costmodel import CostModel, ModelCost
 from seallm.specs import ModelSpec
 from seallm.workload import get_length_distribution, service_rates
 
@@ -44,6 +44,12 @@ def min_group_size(model: ModelSpec, config: Config) -> int | None:
             return size
         size *= 2
     return None
+
+
+def reference_cost(model: ModelSpec, config: Config, cost: CostModel) -> ModelCost:
+    """The model's costs on the smallest group that holds it: where standalone latency, the
+    reference of slowdowns and SLOs, is measured, the same for every system compared."""
+    return cost.for_model(model, min_group_size(model, config) or 1)
 
 
 def kv_bytes(models: list[ModelSpec], size: int, config: Config) -> float:

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 from seallm.config import Config
 from seallm.costmodel import CostModel
-from seallm.placement.demand import ServiceLoad, kv_bytes, min_group_size
+from seallm.placement.demand import ServiceLoad, kv_bytes, reference_cost
 
 SATURATED = 0.95  # utilization beyond which a group is treated as overloaded
 
@@ -38,7 +38,6 @@ class ServiceEstimate:
     rate: float  # requests/s this group receives
     normalized_latency: float  # s/token
     slo_attainment: float
-    utilization: float  # of the whole group
 
 
 @dataclass(frozen=True)
@@ -58,7 +57,7 @@ class Estimator:
         self.slo = slo
         # Reference standalone latency (smallest group that holds the model), as metrics use.
         self.ref = {
-            n: cost.for_model(ld.model, min_group_size(ld.model, config) or 1).standalone_latency(
+            n: reference_cost(ld.model, config, cost).standalone_latency(
                 int(ld.mean_prompt), max(1, int(ld.mean_output))
             )
             for n, ld in loads.items()
@@ -107,5 +106,5 @@ class Estimator:
             bound = self.slo[n] * self.ref[n] - service
             attain = 0.0 if bound <= 0 or overloaded else 1.0 - math.exp(-bound / wait)
             norm = latency / max(1.0, self.loads[n].mean_output)
-            out.append(ServiceEstimate(n, rate, norm, attain, rho))
+            out.append(ServiceEstimate(n, rate, norm, attain))
         return GroupEstimate(True, rho, tuple(out))
