@@ -139,3 +139,37 @@ def _plot(points: list[sg.SweepPoint], out: Path) -> None:
                 for name in sel[0].rows
             }
             metric_vs_load(series, metric, out / f"shared_group_{name}_{metric}.png")
+
+
+@experiment("paper")
+def paper(
+    out: Path,
+    quick: bool = False,
+    duration_s: float = 600.0,
+    seeds: int = 1,
+    sweeps: str | None = None,
+    systems: str | None = None,
+    jobs: int | None = None,
+) -> None:
+    """The paper's evaluation on paper32: sweeps over rate, SLO scale, CV and services for
+    seallm, vllm, alpaserve, muxserve and seallm's ablations."""
+    from rich.progress import Progress
+
+    from seallm.bench import paper as pp
+    from seallm.bench import paper_report as report
+
+    console = Console(width=170)
+    chosen = report.sweep_named(list(pp.SWEEPS), sweeps)
+    names = systems.split(",") if systems else pp.default_systems()
+    if quick:
+        chosen = [pp.Sweep(s.name, s.label, s.values[-1:], 0.0) for s in chosen[:1]]
+        duration_s = min(duration_s, 60.0)
+    total = sum(len(s.values) for s in chosen) * len(names) * seeds
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("paper32 runs", total=total)
+        res = pp.run_paper(
+            chosen, names, duration_s, seeds, jobs, on_run=lambda r: bar.advance(task)
+        )
+    console.print(report.markdown(res))
+    for path in report.write(res, out):
+        console.print(f"wrote {path}")

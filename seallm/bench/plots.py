@@ -56,15 +56,18 @@ def per_service_bars(
 
 
 def metric_vs_load(
-    series: Mapping[str, Sequence[tuple[float, float]]], metric: str, path: Path
+    series: Mapping[str, Sequence[tuple[float, float]]],
+    metric: str,
+    path: Path,
+    xlabel: str = "request rate (req/s)",
 ) -> Path:
-    """One line per system: a metric against the request rate."""
+    """One line per system: a metric against the request rate (or another swept knob)."""
     fig, ax = plt.subplots(figsize=(6, 4))
     for system, pts in series.items():
         if pts:
             xs, ys = zip(*pts, strict=True)
             ax.plot(xs, ys, marker="o", label=system)
-    ax.set_xlabel("request rate (req/s)")
+    ax.set_xlabel(xlabel)
     ax.set_ylabel(metric)
     ax.grid(True, alpha=0.3)
     ax.legend(fontsize=8)

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import numpy as np
+
 from seallm.config import Config, EngineSpec
 from seallm.costmodel import CostModel, ModelCost
 from seallm.specs import ModelSpec
 from seallm.workload import get_length_distribution, service_rates
+
+LENGTH_SAMPLES = 32
 
 
 @dataclass(frozen=True)
@@ -17,6 +21,9 @@ class ServiceLoad:
     rate: float  # requests/s
     mean_prompt: float
     mean_output: float
+    # A few (prompt, output) lengths drawn from the service's distribution: SLO attainment
+    # depends on the spread (short requests have the tightest SLOs), not only on the means.
+    samples: tuple[tuple[int, int], ...] = ()
 
 
 def service_loads(config: Config, rate_scale: float = 1.0) -> dict[str, ServiceLoad]:
@@ -27,8 +34,10 @@ def service_loads(config: Config, rate_scale: float = 1.0) -> dict[str, ServiceL
         lengths = get_length_distribution(
             config.lengths_of(s.name), wl.max_prompt_tokens, wl.max_output_tokens
         )
+        prompts, outputs = lengths.sample(LENGTH_SAMPLES, np.random.default_rng(0))
+        samples = tuple(zip(prompts.tolist(), outputs.tolist(), strict=True))
         loads[s.name] = ServiceLoad(
-            s.name, s.model_spec, rates[s.name], lengths.mean_prompt, lengths.mean_output
+            s.name, s.model_spec, rates[s.name], lengths.mean_prompt, lengths.mean_output, samples
         )
     return loads
 

@@ -13,7 +13,10 @@ continuous batching, so a service decodes its whole batch once per "round", and:
 - a request's latency is its prefill, o x period, half a round, and a queueing wait for its
   prefill scaled by the burstiness of arrivals (Kingman's (1 + cv²)/2):
   W = (1+cv²)/2 ρ/(1-ρ) x mean prefill; a group at ρ >= 0.95 is treated as overloaded;
-- SLO attainment treats the wait as exponential: P(L <= slo x T_ref).
+- bursts: the load a request sees over its lifetime varies around ρ (more for burstier and
+  sparser traffic), and latency is convex in it, so both are averaged over that spread;
+- SLO attainment treats the wait as exponential: P(L <= slo x T_ref), averaged over sampled
+  request lengths (short requests have the tightest SLOs; the mean request hides them).
 
 `seallm experiment shared-group` and the simulator measure what this only estimates; the
 estimator's job is to rank plans, fast.
@@ -30,6 +33,14 @@ from seallm.costmodel import CostModel
 from seallm.placement.demand import ServiceLoad, kv_bytes, reference_cost
 
 SATURATED = 0.95  # utilization beyond which a group is treated as overloaded
+# Nodes and weights of a 5-point Gauss-Hermite rule for a standard normal variable.
+GAUSS_HERMITE = (
+    (0.0, 0.5333),
+    (1.3556, 0.2221),
+    (-1.3556, 0.2221),
+    (2.857, 0.0113),
+    (-2.857, 0.0113),
+)
 
 
 @dataclass(frozen=True)
@@ -63,6 +74,7 @@ class Estimator:
             for n, ld in loads.items()
         }
         self._cache: dict[tuple, GroupEstimate] = {}
+        self._slo_terms: dict[tuple[str, int], list[tuple[float, int, float]]] = {}
 
     def group(self, size: int, shares: Sequence[tuple[str, float]]) -> GroupEstimate:
         """Estimate a group of `size` GPUs hosting services with (name, rate) each."""
@@ -90,21 +102,49 @@ class Estimator:
         prefill = sum(rate * pre for _, rate, _, pre, _, _ in rows)
         rho = prefill + sum(rate * o * b for _, rate, o, _, _, b in rows)
         fixed = sum(a for *_, a, _ in rows)
-        load = min(rho, SATURATED)
-        period = fixed / (1 - load)
+        total_rate = max(1e-9, sum(rate for _, rate, *_ in rows))
+        mean_prefill = prefill / total_rate
+        period = fixed / (1 - min(rho, SATURATED))
         overloaded = rho >= SATURATED or any(
             rate * o * period > eng.max_batch_size for _, rate, o, *_ in rows
         )
-        mean_prefill = prefill / max(1e-9, sum(rate for _, rate, *_ in rows))
-        wait = (1 + self.cv2) / 2 * load / (1 - load) * mean_prefill + period / 2
+        # Bursts: over a request's lifetime T the group sees a local load whose relative
+        # spread is cv / sqrt(rate x T) (a renewal process's count over a window); average
+        # latency and attainment over that spread (5-point Gauss-Hermite).
+        lifetime = sum(rate * (pre + o * period) for _, rate, o, pre, *_ in rows) / total_rate
+        spread = math.sqrt(self.cv2 / max(1e-9, total_rate * lifetime))
         out = []
         for n, rate, o, pre, _a, _b in rows:
-            service = pre + o * period
-            latency = service + wait
+            latency = attain = 0.0
+            for x, w in GAUSS_HERMITE:
+                load = min(SATURATED, max(0.0, rho * (1 + spread * x)))
+                period_k = fixed / (1 - load)
+                wait = (1 + self.cv2) / 2 * load / (1 - load) * mean_prefill + period_k / 2
+                latency += w * (pre + o * period_k + wait)
+                if load < SATURATED:
+                    attain += w * self._attainment(n, size, period_k, wait)
             if overloaded:
                 latency *= 10 * max(1.0, rho / SATURATED)  # queues grow without bound
-            bound = self.slo[n] * self.ref[n] - service
-            attain = 0.0 if bound <= 0 or overloaded else 1.0 - math.exp(-bound / wait)
+                attain = 0.0
             norm = latency / max(1.0, self.loads[n].mean_output)
             out.append(ServiceEstimate(n, rate, norm, attain))
         return GroupEstimate(True, rho, tuple(out))
+
+    def _attainment(self, n: str, size: int, period: float, wait: float) -> float:
+        """P(latency <= slo x standalone) over the service's sampled request lengths."""
+        terms = self._slo_terms.get((n, size))
+        if terms is None:
+            ld = self.loads[n]
+            mc = self.cost.for_model(ld.model, size)
+            ref = reference_cost(ld.model, self.config, self.cost)
+            samples = ld.samples or ((int(ld.mean_prompt), max(1, int(ld.mean_output))),)
+            terms = self._slo_terms[(n, size)] = [
+                (mc.prefill_time(p), o, self.slo[n] * ref.standalone_latency(p, o))
+                for p, o in samples
+            ]
+        total = 0.0
+        for prefill, o, limit in terms:
+            bound = limit - prefill - o * period
+            if bound > 0:
+                total += 1.0 - math.exp(-bound / wait)
+        return total / len(terms)

@@ -20,7 +20,7 @@ from itertools import combinations_with_replacement
 
 from seallm.config import ClusterSpec, Config, ConfigError
 from seallm.costmodel import CostModel
-from seallm.placement.demand import ServiceLoad
+from seallm.placement.demand import ServiceLoad, min_group_size
 from seallm.placement.estimator import SATURATED, Estimator, GroupEstimate
 from seallm.placement.plan import GroupPlan, Plan
 
@@ -122,6 +122,16 @@ class Assignment:
             weight += rate
         return (shortfall, total / weight if weight else 0.0)
 
+    def stays_unsaturated(self, g: int, service: str) -> bool:
+        """Whether group g stays below saturation with one more replica of `service`."""
+        return self._estimate(g, [*self.members[g], service], service).utilization < SATURATED
+
+    def restore(self, members: list[list[str]]) -> None:
+        self.members = [list(m) for m in members]
+        self.estimates = [
+            self._estimate(k, m, None) if m else None for k, m in enumerate(self.members)
+        ]
+
     def add(self, g: int, service: str) -> None:
         touched = set(self.hosts(service)) | {g}
         self.members[g].append(service)
@@ -129,44 +139,75 @@ class Assignment:
             self.estimates[k] = self._estimate(k, self.members[k], None)
 
 
+REPLICA_LOAD = 0.6  # a service busier than this alone on its smallest group starts replicated
+
+
+def base_replicas(est: Estimator, loads: dict[str, ServiceLoad], config: Config) -> dict[str, int]:
+    """Replicas each service needs from the start: the fewest that keep it under
+    REPLICA_LOAD alone on the smallest group that holds it. Without them a busy large model
+    is placed once, smaller services fill the other large groups, and adding a replica later
+    would mean moving them out, which the greedy stages never do."""
+    out = {}
+    for s, ld in loads.items():
+        size = min_group_size(ld.model, config) or config.cluster.gpus_per_node
+        k = 1
+        while k < config.cluster.num_gpus // size and (
+            est.group(size, [(s, ld.rate / k)]).utilization > REPLICA_LOAD
+        ):
+            k += 1
+        out[s] = k
+    return out
+
+
 def assign(
-    sizes: list[int], est: Estimator, loads: dict[str, ServiceLoad], delta: float
+    sizes: list[int],
+    est: Estimator,
+    loads: dict[str, ServiceLoad],
+    delta: float,
+    replicas: dict[str, int] | None = None,
 ) -> Assignment | None:
-    """Greedy first placement: hardest to place first, each where it adds the least."""
+    """Greedy first placement: hardest to place first (each with its base replicas), each
+    where it adds the least."""
     a = Assignment(sizes, est, loads, delta)
     for s in sorted(loads, key=lambda s: (-loads[s].model.weight_bytes, -loads[s].rate)):
-        options = [(a.score_with(g, s), g) for g in range(len(sizes)) if a.fits(g, s)]
-        if not options:
-            return None
-        a.add(min(options)[1], s)
+        for _ in range((replicas or {}).get(s, 1)):
+            options = [(a.score_with(g, s), g) for g in range(len(sizes)) if a.fits(g, s)]
+            if not options:
+                return None
+            a.add(min(options)[1], s)
     return a
 
 
 def replicate(a: Assignment) -> None:
     """Add the replica that improves the estimate most, while one does. A service on an
     overloaded group may need several replicas before any single one shows a gain, so while
-    a group is overloaded its services may take a replica even without an immediate gain."""
+    a group is overloaded its services may take a replica even without an immediate gain,
+    into a group that stays below saturation. The best assignment seen is kept."""
     current = a.score_with()
+    best = (current, [list(m) for m in a.members])
     for _ in range(2 * len(a.sizes)):
         options = [
             (a.score_with(g, s), g, s) for g in range(len(a.sizes)) for s in a.loads if a.fits(g, s)
         ]
-        best = min(options, default=None)
-        if best is None:
-            return
-        if best[0] >= current:
+        choice = min(options, default=None)
+        if choice is None:
+            break
+        if choice[0] >= current:
             hot = {
                 s
                 for e, members in zip(a.estimates, a.members, strict=True)
                 if e is not None and e.utilization >= SATURATED
                 for s in members
             }
-            relief = [o for o in options if o[2] in hot and o[2] not in a.members[o[1]]]
+            relief = [o for o in options if o[2] in hot and a.stays_unsaturated(o[1], o[2])]
             if not relief:
-                return
-            best = min(relief)
-        a.add(best[1], best[2])
-        current = best[0]
+                break
+            choice = min(relief)
+        a.add(choice[1], choice[2])
+        current = choice[0]
+        if current < best[0]:
+            best = (current, [list(m) for m in a.members])
+    a.restore(best[1])
 
 
 def place_two_stage(
@@ -174,14 +215,23 @@ def place_two_stage(
 ) -> Plan:
     est = Estimator(config, cost, loads)
     firsts = []
-    for split in cluster_splits(config.cluster):
-        groups = [(node, size) for node, sizes in enumerate(split) for size in sizes]
-        a = assign([size for _, size in groups], est, dict(loads), config.slo_target)
-        if a is not None:
-            firsts.append((a.score_with(), len(firsts), groups, a))
-    # Replication is the expensive part: run it on the most promising splits only.
+    # With base replicas first; if no split holds them all, each service once.
+    for replicas in (base_replicas(est, loads, config), None):
+        for split in cluster_splits(config.cluster):
+            groups = [(node, size) for node, sizes in enumerate(split) for size in sizes]
+            a = assign([size for _, size in groups], est, dict(loads), config.slo_target, replicas)
+            if a is not None:
+                firsts.append((a.score_with(), len(firsts), groups, a))
+        if firsts:
+            break
+    # Replication is the expensive part: run it on the most promising splits only. The
+    # dedicated plan (every service alone, replicas sized to load) is one more candidate:
+    # near saturation the greedy first placement can miss it, and sharing is then added to it
+    # only where the estimate says it helps.
+    seeds = sorted(firsts, key=lambda f: (f[0], f[1]))[:finalists]
+    dedicated = _dedicated_seed(config, cost, loads, est)
     best: tuple[Score, list[tuple[int, int]], Assignment] | None = None
-    for _, _, groups, a in sorted(firsts, key=lambda f: (f[0], f[1]))[:finalists]:
+    for _, _, groups, a in [*seeds, *dedicated]:
         replicate(a)
         score = a.score_with()
         if best is None or score < best[0]:
@@ -200,3 +250,19 @@ def place_two_stage(
         next_gpu[node] = first + size
         plan_groups.append(GroupPlan(len(plan_groups), node, first, size, tuple(members)))
     return Plan(plan_groups).validate(config.cluster)
+
+
+def _dedicated_seed(
+    config: Config, cost: CostModel, loads: dict[str, ServiceLoad], est: Estimator
+) -> list[tuple[Score, int, list[tuple[int, int]], Assignment]]:
+    from seallm.placement.dedicated import place_dedicated
+
+    try:
+        plan = place_dedicated(config, cost, loads)
+    except ConfigError:
+        return []
+    ordered = sorted(plan.groups, key=lambda g: (g.node, -g.size))
+    groups = [(g.node, g.size) for g in ordered]
+    a = Assignment([g.size for g in ordered], est, dict(loads), config.slo_target)
+    a.restore([list(g.services) for g in ordered])
+    return [(a.score_with(), -1, groups, a)]
