@@ -68,7 +68,8 @@ def cluster_splits(cluster: ClusterSpec) -> Iterator[tuple[tuple[int, ...], ...]
 
 class Assignment:
     """Services (with replicas) on the groups of one split, and its estimated score. Group
-    estimates are cached and only the groups a change touches are estimated again."""
+    estimates are cached, and the score is kept as per-service sums, so that scoring a change
+    costs only the groups it touches (the greedy stages score thousands of changes)."""
 
     def __init__(
         self, sizes: list[int], est: Estimator, loads: dict[str, ServiceLoad], delta: float
@@ -79,9 +80,13 @@ class Assignment:
         self.delta = delta
         self.members: list[list[str]] = [[] for _ in sizes]
         self.estimates: list[GroupEstimate | None] = [None for _ in sizes]
+        self._hosts: dict[str, list[int]] = {s: [] for s in loads}
+        # per service: [sum of normalized latency, sum of attainment, replicas estimated]
+        self._sums: dict[str, list[float]] = {}
+        self._totals = [0.0, 0.0, 0.0]  # shortfall, rate x latency, rate
 
     def hosts(self, service: str) -> list[int]:
-        return [g for g, m in enumerate(self.members) if service in m]
+        return self._hosts[service]
 
     def fits(self, g: int, service: str) -> bool:
         if service in self.members[g]:
@@ -93,50 +98,86 @@ class Assignment:
         """Group g's estimate with `members`, if `extra` gets one more replica."""
         shares = []
         for s in members:
-            reps = len(self.hosts(s)) + (s == extra)
+            reps = len(self._hosts[s]) + (s == extra)
             shares.append((s, self.loads[s].rate / reps))
         return self.est.group(self.sizes[g], shares)
+
+    def _terms(self, s: str, sums: list[float]) -> tuple[float, float, float]:
+        if sums[2] == 0:
+            return (0.0, 0.0, 0.0)
+        rate = self.loads[s].rate
+        return (
+            rate * max(0.0, self.delta - sums[1] / sums[2]),
+            rate * sums[0] / sums[2],
+            rate,
+        )
+
+    def _change(
+        self, g: int, service: str
+    ) -> tuple[dict[int, GroupEstimate], dict[str, list[float]], list[float]]:
+        """New estimates of the touched groups, new sums of the affected services and new
+        totals, if `service` gets a replica on group g."""
+        touched = {*self._hosts[service], g}
+        new_est = {
+            k: self._estimate(
+                k, [*self.members[k], service] if k == g else self.members[k], service
+            )
+            for k in touched
+        }
+        sums: dict[str, list[float]] = {}
+        for k in touched:
+            old = self.estimates[k]
+            for e in old.services if old is not None else ():
+                acc = sums.setdefault(e.service, list(self._sums.get(e.service, (0, 0, 0))))
+                acc[0] -= e.normalized_latency
+                acc[1] -= e.slo_attainment
+                acc[2] -= 1
+            for e in new_est[k].services:
+                acc = sums.setdefault(e.service, list(self._sums.get(e.service, (0, 0, 0))))
+                acc[0] += e.normalized_latency
+                acc[1] += e.slo_attainment
+                acc[2] += 1
+        totals = list(self._totals)
+        for s, acc in sums.items():
+            before = self._terms(s, self._sums.get(s, [0.0, 0.0, 0.0]))
+            after = self._terms(s, acc)
+            for i in range(3):
+                totals[i] += after[i] - before[i]
+        return new_est, sums, totals
+
+    @staticmethod
+    def _score(totals: list[float]) -> Score:
+        shortfall, latency, weight = totals
+        return (max(0.0, shortfall), latency / weight if weight > 1e-12 else 0.0)
 
     def score_with(self, g: int | None = None, service: str | None = None) -> Score:
         """The score, after adding `service` to group `g` if given; services not placed yet
         are left out (the greedy stage scores partial plans)."""
-        touched = set(self.hosts(service)) | {g} if service is not None else set()
-        per_service: dict[str, list[tuple[float, float]]] = {}
-        for k, members in enumerate(self.members):
-            if k in touched:
-                trial = [*members, service] if k == g else members
-                estimate = self._estimate(k, trial, service)
-            else:
-                estimate = self.estimates[k]
-            if estimate is None:
-                continue
-            for e in estimate.services:
-                per_service.setdefault(e.service, []).append(
-                    (e.normalized_latency, e.slo_attainment)
-                )
-        shortfall = total = weight = 0.0
-        for s, got in per_service.items():
-            rate = self.loads[s].rate
-            shortfall += rate * max(0.0, self.delta - sum(a for _, a in got) / len(got))
-            total += rate * sum(n for n, _ in got) / len(got)
-            weight += rate
-        return (shortfall, total / weight if weight else 0.0)
+        if service is None or g is None:
+            return self._score(self._totals)
+        return self._score(self._change(g, service)[2])
 
     def stays_unsaturated(self, g: int, service: str) -> bool:
         """Whether group g stays below saturation with one more replica of `service`."""
         return self._estimate(g, [*self.members[g], service], service).utilization < SATURATED
 
     def restore(self, members: list[list[str]]) -> None:
-        self.members = [list(m) for m in members]
-        self.estimates = [
-            self._estimate(k, m, None) if m else None for k, m in enumerate(self.members)
-        ]
+        self.members = [[] for _ in self.sizes]
+        self.estimates = [None for _ in self.sizes]
+        self._hosts = {s: [] for s in self.loads}
+        self._sums, self._totals = {}, [0.0, 0.0, 0.0]
+        for k, m in enumerate(members):
+            for s in m:
+                self.add(k, s)
 
     def add(self, g: int, service: str) -> None:
-        touched = set(self.hosts(service)) | {g}
+        new_est, sums, totals = self._change(g, service)
         self.members[g].append(service)
-        for k in touched:
-            self.estimates[k] = self._estimate(k, self.members[k], None)
+        self._hosts[service].append(g)
+        for k, e in new_est.items():
+            self.estimates[k] = e
+        self._sums.update(sums)
+        self._totals = totals
 
 
 REPLICA_LOAD = 0.6  # a service busier than this alone on its smallest group starts replicated

@@ -1,0 +1,83 @@
+"""Bring-your-own-profile: the fit recovers iteration times, the simulator runs on it."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from seallm.catalog import DEVICES, MODELS
+from seallm.costmodel import CostModel
+from seallm.metrics import summarize
+from seallm.presets import get_preset
+from seallm.profiled import Measurement, ModelProfile, Profile, ProfiledCostModel
+from seallm.runtime.sim import simulate
+from seallm.systems import get_system
+
+TRUE = dict(c0=2e-3, prefill=1e-3, per_token=4e-5, per_decode=3e-4, per_ctx=2e-7)
+
+
+def synthetic(model: str, noise: float = 0.0, seed: int = 0) -> ModelProfile:
+    rng = np.random.default_rng(seed)
+    points = []
+    for p in (16, 64, 256, 512):
+        points.append(Measurement(p, float(p * p), 0, 0, 0.0))
+    for b in (1, 4, 16, 32):
+        for c in (32, 512):
+            points.append(Measurement(0, 0.0, b, b * c, 0.0))
+    points.append(Measurement(128, 128.0 * 128, 8, 8 * 64, 0.0))
+    for m in points:
+        t = TRUE["c0"]
+        if m.prefill_tokens:
+            t += TRUE["prefill"] + TRUE["per_token"] * m.prefill_tokens
+        if m.n_decode:
+            t += TRUE["per_decode"] * m.n_decode + TRUE["per_ctx"] * m.decode_ctx_sum
+        m.seconds = t * (1 + noise * rng.standard_normal())
+    return ModelProfile(model, 1, points).fit()
+
+
+def test_fit_recovers_known_costs_and_never_goes_negative():
+    prof = synthetic("smollm2-135m")
+    assert all(c >= 0 for c in prof.coefficients)
+    for m in prof.measurements:
+        assert prof.predict(m) == pytest.approx(m.seconds, rel=1e-3)
+    noisy = synthetic("smollm2-135m", noise=0.05)
+    err = [abs(noisy.predict(m) / m.seconds - 1) for m in noisy.measurements]
+    assert np.median(err) < 0.1 and all(c >= 0 for c in noisy.coefficients)
+
+
+def test_profile_round_trips_through_a_file(tmp_path):
+    prof = Profile("cpu", [synthetic("smollm2-135m"), synthetic("gemma-3-270m")], {"x": 1})
+    prof.save(tmp_path / "p.json")
+    back = Profile.load(tmp_path / "p.json")
+    assert back.device == "cpu" and [p.model for p in back.profiles] == [
+        "smollm2-135m",
+        "gemma-3-270m",
+    ]
+    assert back.profiles[0].coefficients == pytest.approx(prof.profiles[0].coefficients)
+    (tmp_path / "bad.json").write_text("{}")
+    with pytest.raises(ValueError, match="not a seallm profile"):
+        Profile.load(tmp_path / "bad.json")
+
+
+def test_profiled_cost_matches_iteration_loop_and_drives_the_simulator():
+    prof = Profile("cpu", [synthetic("smollm2-135m"), synthetic("gemma-3-270m")])
+    cost = ProfiledCostModel(DEVICES["cpu"], prof)
+    mc = cost.for_model(MODELS["smollm2-135m"], 1)
+    # decode_times and standalone_latency agree with looping iteration_time
+    times = mc.decode_times(3, 300, 5)
+    loop = [mc.iteration_time(0, 0.0, 3, 300 + 3 * i) for i in range(5)]
+    assert times == pytest.approx(loop)
+    alone = mc.prefill_time(100) + sum(mc.iteration_time(0, 0.0, 1, 101 + i) for i in range(9))
+    assert mc.standalone_latency(100, 10) == pytest.approx(alone)
+    cfg = get_preset("cpu-duo")
+    cfg.duration_s = 60
+    records = cfg.records()
+    rows = {}
+    for c in (cost, CostModel(DEVICES["cpu"])):
+        res = simulate(cfg, get_system("seallm"), records, c)
+        slo = {s.name: s.slo_scale for s in cfg.services}
+        rows[type(c).__name__] = summarize(res.requests, slo, res.end_time, "seallm", 0.0)
+    assert not cost.missing
+    assert rows["ProfiledCostModel"].completed == len(records)
+    # different costs, different latencies: the profile is really used
+    assert rows["ProfiledCostModel"].mean_ttft != rows["CostModel"].mean_ttft
