@@ -1,4 +1,5 @@
-# `make run`: set up and run seallm's main job.  `make test`: set up and run the tests.
+# `make run`: set up and serve cpu-duo (two real small models, OpenAI API on 127.0.0.1:8000).
+# `make test`: set up and run the tests.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 PIP := $(VENV)/bin/pip
@@ -18,7 +19,7 @@ $(STAMP): pyproject.toml | $(PY)
 	touch $(STAMP)
 
 run: $(STAMP)
-	$(VENV)/bin/seallm simulate --preset paper32 --duration 120
+	$(VENV)/bin/seallm serve
 
 test: $(STAMP)
 	$(VENV)/bin/ruff check seallm tests scripts

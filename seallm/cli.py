@@ -280,18 +280,139 @@ def plan_cmd(
 
 @app.command("experiment")
 def experiment_cmd(
-    name: Annotated[str, typer.Argument(help="shared-group")],
+    name: Annotated[str, typer.Argument(help="shared-group | paper")],
     out: Annotated[Path, typer.Option(help="folder for JSON and PNG results")] = Path("results"),
     quick: Annotated[bool, typer.Option(help="a smaller sweep (for smoke tests)")] = False,
-    duration: Annotated[float, typer.Option(help="seconds of arrivals per run")] = 600.0,
-    seeds: Annotated[int, typer.Option(help="workload seeds per point (averaged)")] = 3,
+    duration: Annotated[float | None, typer.Option(help="seconds of arrivals per run")] = None,
+    seeds: Annotated[int | None, typer.Option(help="workload seeds per point (averaged)")] = None,
+    sweeps: Annotated[str | None, typer.Option(help="paper: comma list of sweeps")] = None,
+    systems: Annotated[str | None, typer.Option(help="paper: comma list of systems")] = None,
+    jobs: Annotated[int | None, typer.Option(help="paper: parallel simulations")] = None,
 ) -> None:
     """Run a named experiment: tables on the terminal, JSON and PNG plots in --out."""
     from seallm.bench.experiments import EXPERIMENTS
 
     if name not in EXPERIMENTS:
         raise _fail(ConfigError(f"experiment: {name!r} is not one of {', '.join(EXPERIMENTS)}"))
-    EXPERIMENTS[name](out, quick=quick, duration_s=duration, seeds=seeds)
+    given = {"duration_s": duration, "seeds": seeds, "sweeps": sweeps, "systems": systems}
+    given["jobs"] = jobs
+    try:
+        EXPERIMENTS[name](out, quick=quick, **{k: v for k, v in given.items() if v is not None})
+    except (ConfigError, ValueError) as err:
+        raise _fail(err) from err
+
+
+@app.command("serve")
+def serve_cmd(
+    config: Annotated[Path | None, typer.Option(help="serve YAML (default: cpu-duo)")] = None,
+    host: Annotated[str | None, typer.Option(help="address to bind")] = None,
+    port: Annotated[int | None, typer.Option(help="port (0: any free port)")] = None,
+    system: Annotated[str | None, typer.Option(help="seallm | vllm | another system")] = None,
+    backend: Annotated[
+        str | None, typer.Option(help="inprocess (default) | ray: one Ray actor per group")
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="backend ray: the cluster (auto, HOST:PORT); none: local")
+    ] = None,
+) -> None:
+    """Serve the config's models behind an OpenAI-compatible API (default: cpu-duo, the two
+    real small models on this CPU, with the seallm system). With --backend ray, each group of
+    the system's placement runs in a Ray actor (docs/ray.md)."""
+    from seallm.server.launch import build_server
+    from seallm.server.settings import default_settings, load_settings
+
+    try:
+        ray_options = {"backend": backend, "ray_address": address}
+        overrides = {k: v for k, v in ray_options.items() if v is not None}
+        settings = load_settings(config, overrides) if config is not None else default_settings()
+        if system is not None:
+            settings.system = get_system(system)
+        if host is not None:
+            settings.server.host = host
+        if port is not None:
+            settings.server.port = port
+        if backend is not None:
+            settings.server.backend = backend
+        if address is not None:
+            settings.server.ray_address = address
+        settings.validate()
+    except (ConfigError, ValueError) as err:
+        raise _fail(err) from err
+    build_server(
+        settings, announce=lambda m: console.print(m, soft_wrap=True, highlight=False)
+    ).run()
+
+
+@app.command("bench")
+def bench_cmd(
+    base_url: Annotated[
+        list[str], typer.Option(help="server URL; repeat to route models to several servers")
+    ],
+    workload: Annotated[
+        str | None, typer.Option(help="PRESET[,key=value...] (default cpu-duo's workload)")
+    ] = None,
+    trace: Annotated[Path | None, typer.Option(help="replay this trace's arrivals")] = None,
+    duration: Annotated[float, typer.Option(help="seconds of arrivals")] = 60.0,
+    rate_scale: Annotated[float, typer.Option(help="multiply every arrival rate")] = 1.0,
+    seed: Annotated[int, typer.Option(help="workload seed")] = 0,
+    label: Annotated[str | None, typer.Option(help="the row's system name")] = None,
+    standalone_from: Annotated[
+        Path | None, typer.Option(help="reuse the standalone latencies of an earlier --json")
+    ] = None,
+    json_out: Annotated[
+        str | None, typer.Option("--json", help="write results; - for stdout")
+    ] = None,
+) -> None:
+    """Replay a workload against OpenAI-compatible servers and report DESIGN.md's metrics
+    (standalone latency measured by solo probes first; see seallm/bench/standalone.py)."""
+    import asyncio
+
+    import httpx
+
+    from seallm.bench.serving import load_fits, run_bench, workload_config
+
+    try:
+        fits = load_fits(standalone_from) if standalone_from is not None else None
+        cfg = workload_config(workload, str(trace) if trace is not None else None)
+        cfg.duration_s, cfg.seed = duration, seed
+        records = cfg.records(rate_scale)
+    except (ConfigError, WorkloadError, ValueError) as err:
+        raise _fail(err) from err
+    console.print(
+        f"{len(records)} requests over {duration:g} s to {', '.join(base_url)}; "
+        "probing standalone latency first"
+    )
+    with Progress(
+        TextColumn("requests"),
+        BarColumn(),
+        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+        TimeElapsedColumn(),
+        console=console,
+        transient=True,
+    ) as bar:
+        task = bar.add_task("bench", total=len(records))
+        try:
+            res = asyncio.run(
+                run_bench(
+                    base_url,
+                    cfg,
+                    records,
+                    label,
+                    lambda done, total: bar.update(task, completed=done),
+                    seed,
+                    fits,
+                )
+            )
+        except (ConfigError, OSError, httpx.HTTPError) as err:
+            raise _fail(err) from err
+    print_rows([res.row], f"bench: {cfg.name} workload, {len(records)} requests")
+    print_rows(res.per_service, "per service", first="service")
+    if json_out is not None:
+        text = json.dumps(res.to_dict(cfg.name), indent=2)
+        if json_out == "-":
+            sys.stdout.write(text + "\n")
+        else:
+            Path(json_out).write_text(text + "\n")
 
 
 def main() -> None:

@@ -74,6 +74,24 @@ class EngineSpec:
     swap_bytes_per_gpu: float = 4 * 1024**3  # host memory for swapped KV (vLLM's swap_space)
 
 
+@dataclass
+class ReplacementSpec:
+    """Re-placement while serving, for systems with a replacement policy (placement/
+    replacement.py): the service monitor's window, the check intervals, and how moves are
+    made and costed."""
+
+    window_s: float = 120.0  # service monitor: sliding window of arrivals and finishes
+    recent_s: float = 30.0  # adaptive: the latest part of the window, to see a shift early
+    first_check_s: float = 120.0  # adaptive: the first interval (and the first check)
+    min_interval_s: float = 30.0  # adaptive: the interval shrinks no lower while traffic drifts
+    max_interval_s: float = 960.0  # adaptive: ...and grows no higher while it is stable
+    fixed_interval_s: float = 300.0  # the fixed-interval policy's interval
+    drift_threshold: float = 0.15  # relative change of the rate mix, beyond noise, that is drift
+    gain_margin: float = 1.0  # adaptive: re-place when estimated gain > margin x move cost
+    load_source: str = "host"  # model weights load from "host" memory or "disk"
+    on_move: str = "migrate"  # requests of a re-placed group: "migrate" or "drain"
+
+
 @dataclass(frozen=True)
 class SystemSpec:
     """A named serving system: which placement, scheduler, KV layout and replacement policy.
@@ -86,6 +104,7 @@ class SystemSpec:
     preemption: str = "recompute"  # or "cost": swap or recompute, whichever is cheaper
     replacement: str | None = None
     description: str = ""
+    engine: str = "serial"  # "serial" (one model per iteration) or "spatial" (MuxServe's)
 
 
 @dataclass
@@ -99,6 +118,7 @@ class Config:
     drain_s: float | None = None  # after the last arrival; default max(60, duration / 4)
     seed: int = 0
     slo_target: float = 0.9  # Δ: placement keeps each service's estimated SLO attainment >= Δ
+    replacement: ReplacementSpec = field(default_factory=ReplacementSpec)
 
     def lengths_of(self, service: str) -> str:
         """The length distribution of a service's requests."""
@@ -154,6 +174,17 @@ class Config:
                 f"engine.memory_utilization must be in (0, 1], got {e.memory_utilization}"
             )
         _positive("duration_s", self.duration_s)
+        rp = self.replacement
+        for f in dataclasses.fields(rp):
+            if f.name not in ("load_source", "on_move"):
+                _positive(f"replacement.{f.name}", getattr(rp, f.name))
+        _choice("replacement.load_source", rp.load_source, {"host": 0, "disk": 0})
+        _choice("replacement.on_move", rp.on_move, {"migrate": 0, "drain": 0})
+        if rp.min_interval_s > rp.max_interval_s:
+            raise ConfigError(
+                f"replacement.min_interval_s ({rp.min_interval_s}) exceeds "
+                f"replacement.max_interval_s ({rp.max_interval_s})"
+            )
         if not 0 <= self.slo_target <= 1:
             raise ConfigError(f"slo_target must be in [0, 1], got {self.slo_target}")
         try:
@@ -205,7 +236,11 @@ def config_from_dict(data: dict[str, Any]) -> Config:
             wl = dict(data["workload"])
             if "rate_schedule" in wl:
                 wl["rate_schedule"] = [tuple(p) for p in wl["rate_schedule"]]
+            if "bursts" in wl:
+                wl["bursts"] = [tuple(b) for b in wl["bursts"]]
             data["workload"] = _build(WorkloadSpec, wl, "workload")
+        if "replacement" in data:
+            data["replacement"] = _build(ReplacementSpec, data["replacement"], "replacement")
         if "services" in data:
             if not isinstance(data["services"], list):
                 raise ConfigError("services: expected a list of services")
@@ -234,4 +269,5 @@ def load_config(path: str | Path) -> Config:
 def dump_config(cfg: Config) -> str:
     data = cfg.to_dict()
     data["workload"]["rate_schedule"] = [list(p) for p in data["workload"]["rate_schedule"]]
+    data["workload"]["bursts"] = [list(b) for b in data["workload"]["bursts"]]
     return yaml.safe_dump(data, sort_keys=False)

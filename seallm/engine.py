@@ -103,6 +103,8 @@ class GroupEngine:
             extra += self._preempt(r)
         for r in decision.swap_in:
             self.kv.allocate(r, r.context_tokens + 1)
+            if hasattr(self.executor, "swap_in"):  # a real executor copies the KV back
+                self.executor.swap_in(r, self.kv.page_tables[r.id])
             self.swapped.remove(r)
             self.host_used -= self._kv_bytes(r)
             self._start_running(r)
@@ -179,6 +181,29 @@ class GroupEngine:
         self.running.remove(r)
         self.running_count[r.service] -= 1
 
+    def abort(self, r: Request, reason: str) -> bool:
+        """End `r` with an error wherever it is (queued, running or swapped): free its device
+        KV (or its host copy), tell the scheduler, mark it ABORTED. Must not be called while
+        a batch holding `r` executes (the live runtime applies aborts between steps).
+        Returns False when `r` is not in this engine (already finished or never added)."""
+        if r in self.waiting:
+            self.waiting.remove(r)
+        elif r in self.running:
+            self._stop_running(r)
+        elif r in self.swapped:
+            self.swapped.remove(r)
+            self.host_used -= self._kv_bytes(r)
+        else:
+            return False
+        self.kv.release(r)
+        release = getattr(self.executor, "release", None)  # executors with per-request state
+        if release is not None:
+            release(r)
+        self.scheduler.release(r)
+        r.status = Status.ABORTED
+        r.error = reason
+        return True
+
     def _kv_bytes(self, r: Request) -> float:
         return r.context_tokens * self.models[r.service].kv_bytes_per_token
 
@@ -186,11 +211,14 @@ class GroupEngine:
         """Take `r`'s device KV away: swap it to host memory when that is cheaper than
         recomputing it (and host space allows), else drop it to recompute later. Returns the
         seconds charged now (the swap-out)."""
+        swap = self.preemption == "cost" and self._swap_is_cheaper(r)
+        if swap and hasattr(self.executor, "swap_out"):  # a real executor copies the KV out
+            self.executor.swap_out(r, self.kv.page_tables[r.id])
         self.kv.release(r)
         self._stop_running(r)
         r.preemptions += 1
         self.preemptions += 1
-        if self.preemption == "cost" and self._swap_is_cheaper(r):
+        if swap:
             r.status = Status.SWAPPED
             self.host_used += self._kv_bytes(r)
             self.swaps += 1

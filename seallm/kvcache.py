@@ -41,6 +41,7 @@ class _Pool:
     """Free list of page ids [first, first + num_pages)."""
 
     def __init__(self, first: int, num_pages: int) -> None:
+        self.first = first  # executors map page ids to their pool's pages from here
         self.num_pages = num_pages
         self.free = list(range(first + num_pages - 1, first - 1, -1))
 

@@ -1,4 +1,5 @@
-"""Named deployments (part of the interface): `paper32`, `h100x8`, `cpu-duo`."""
+"""Named deployments (part of the interface): `paper32`, `h100x8`, `cpu-duo`; and workloads
+built on them (`paper32-shift`)."""
 
 from __future__ import annotations
 
@@ -42,6 +43,27 @@ def paper32() -> Config:
     )
 
 
+# paper32-shift: popularity rotates by 3 services at these (irregular) times, and a cold
+# service bursts to 8x its rate for two minutes.
+SHIFT_TIMES = [420.0, 960.0, 1380.0, 2160.0, 2640.0, 3300.0]
+SHIFT_BURSTS = [(1560.0, 120.0, 8.0, "s11-codellama-34b")]
+
+
+def paper32_shift() -> Config:
+    """paper32 at 1.5x its rate with popularity that shifts over the hour: at each of
+    SHIFT_TIMES the popularity order rotates by 3 services (the hot spot moves to other
+    models), plus one burst of a cold service. Placements plan for the long-run mean rates; a
+    workload for re-placement."""
+    cfg = paper32()
+    cfg.name = "paper32-shift"
+    cfg.workload.rate = 36.0
+    cfg.workload.shift_times = list(SHIFT_TIMES)
+    cfg.workload.shift_step = 3
+    cfg.workload.bursts = list(SHIFT_BURSTS)
+    cfg.duration_s = 3600.0
+    return cfg
+
+
 def h100x8() -> Config:
     """One 8xH100 node, five services from 7B to 70B (as many as dedicated serving fits)."""
     models = ["llama-3-8b", "mistral-7b", "llama-2-13b", "codellama-34b", "llama-2-70b"]
@@ -77,6 +99,7 @@ def cpu_duo() -> Config:
 
 PRESETS: dict[str, Callable[[], Config]] = {
     "paper32": paper32,
+    "paper32-shift": paper32_shift,
     "h100x8": h100x8,
     "cpu-duo": cpu_duo,
 }

@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from seallm.models.sampling import Generation
 
 
 class Status(enum.Enum):
@@ -41,6 +45,7 @@ class Request:
     last_run: float = 0.0  # when it last took part in an iteration (ageing)
     max_stall: float = 0.0  # longest wait between two iterations it took part in (starvation)
     preemptions: int = 0
+    generation: Generation | None = None  # live mode: tokens, text and sampling parameters
 
     @property
     def context_tokens(self) -> int:

@@ -24,13 +24,43 @@ SYSTEMS: dict[str, SystemSpec] = {
             "replication maximizing SLO attainment, FCFS across co-located models, static KV",
         ),
         SystemSpec(
+            "muxserve",
+            placement="muxserve",
+            scheduler="adbs",
+            kv="unified",
+            engine="spatial",
+            description="MuxServe (ICML'24): enumeration + greedy placement by computation "
+            "demand, ADBS (prefill first, round-robin KV quotas), unified KV, prefill and "
+            "decode of co-located models sharing the GPUs spatially",
+        ),
+        SystemSpec(
             "seallm",
             placement="two-stage",
             scheduler="doubling-budget",
             kv="unified",
             preemption="cost",
+            replacement="adaptive",
             description="SeaLLM: services share groups; doubling-budget priority scheduling, "
-            "unified KV cache, swap-or-recompute preemption",
+            "unified KV cache, swap-or-recompute preemption, adaptive re-placement",
+        ),
+        SystemSpec(
+            "seallm-noreplace",
+            placement="two-stage",
+            scheduler="doubling-budget",
+            kv="unified",
+            preemption="cost",
+            replacement="none",
+            description="ablation: seallm keeping its initial placement (no re-placement)",
+        ),
+        SystemSpec(
+            "seallm-fixed-interval",
+            placement="two-stage",
+            scheduler="doubling-budget",
+            kv="unified",
+            preemption="cost",
+            replacement="fixed",
+            description="ablation: seallm re-placing every replacement.fixed_interval_s "
+            "whenever the fresh plan is estimated better, whatever the move costs",
         ),
         SystemSpec(
             "seallm-fcfs",

@@ -35,3 +35,12 @@ def small_config() -> Config:
         duration_s=60.0,
         seed=7,
     ).validate()
+
+
+@pytest.fixture(scope="session")
+def real_models():
+    """SmolLM2-135M and Gemma-3-270M from their packages, float32 on CPU. The first use on a
+    machine converts their GGUF files into the cache folder (a minute or two)."""
+    from seallm.models.loader import load_model
+
+    return {name: load_model(name, progress=False) for name in ("smollm2-135m", "gemma-3-270m")}

@@ -10,6 +10,7 @@ from seallm.placement.alpaserve import place_alpaserve
 from seallm.placement.colocate import place_colocated
 from seallm.placement.dedicated import place_dedicated
 from seallm.placement.demand import ServiceLoad, service_loads
+from seallm.placement.muxserve import place_muxserve
 from seallm.placement.plan import GroupPlan, Plan
 from seallm.placement.two_stage import place_two_stage
 
@@ -20,6 +21,7 @@ PLACEMENTS: dict[str, Placement] = {
     "colocate": place_colocated,
     "two-stage": place_two_stage,
     "alpaserve": place_alpaserve,
+    "muxserve": place_muxserve,
 }
 
 

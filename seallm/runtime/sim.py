@@ -4,6 +4,10 @@ Events are request arrivals and step completions. An idle engine with work start
 the current time; the step's batch may fuse identical decode iterations up to the next
 arrival of one of the engine's services (its horizon), which gives the same result as running
 them one by one (a test checks this) at a fraction of the cost.
+
+With a replacement policy the controller's own events (checks, models becoming ready after a
+load) join the loop at `Controller.next_event`; fused steps end at them too, and while
+retiring groups still hold GPUs (requests may move at any step's end) steps are not fused.
 """
 
 from __future__ import annotations
@@ -18,7 +22,9 @@ from seallm.config import Config, SystemSpec
 from seallm.controller import Controller
 from seallm.costmodel import CostModel
 from seallm.engine import GroupEngine
+from seallm.engine_spatial import SpatialEngine
 from seallm.executor.sim import SimExecutor
+from seallm.executor.spatial import ResourceCost, SpatialExecutor
 from seallm.kvcache import PagedKVCache, StaticKVCache, UnifiedKVCache
 from seallm.placement.demand import kv_bytes
 from seallm.placement.plan import GroupPlan, Plan
@@ -69,13 +75,19 @@ def sim_engine_factory(
             )
             for s, c in costs.items()
         }
-        return GroupEngine(
+        engine_cls, executor = GroupEngine, SimExecutor(costs)
+        if system.engine == "spatial":  # MuxServe: a prefill and decodes share the group
+            engine_cls = SpatialEngine
+            executor = SpatialExecutor(
+                {s: ResourceCost(cost, m, group.size) for s, m in models.items()}
+            )
+        return engine_cls(
             group.id,
             models,
             group.size,
             make_scheduler(system.scheduler, profiles, config.engine),
             make_kv(config, system, group),
-            SimExecutor(costs),
+            executor,
             config.engine,
             profiles,
             preemption=system.preemption,
@@ -112,13 +124,13 @@ def simulate(
     for r in reqs:
         times.setdefault(r.service, []).append(r.arrival)
     nxt = {s: 0 for s in times}
-    services_of = {e.id: list(e.models) for e in ctl.engines.values()}
+    replacing = ctl.replacing
 
     def horizon(engine: GroupEngine) -> float:
-        return min(
-            (times[s][nxt[s]] if nxt[s] < len(times[s]) else math.inf)
-            for s in services_of[engine.id]
-        )
+        h = min((times[s][nxt[s]] if nxt[s] < len(times[s]) else math.inf) for s in engine.models)
+        if replacing:
+            return now if ctl.moving else min(h, ctl.next_event)
+        return h
 
     end_limit = config.duration_s + config.drain_seconds
     events: list[tuple[float, int, GroupEngine, object, object]] = []
@@ -129,7 +141,8 @@ def simulate(
     last_progress = 0.0
     while True:
         t_arr = reqs[i].arrival if i < len(reqs) else math.inf
-        t_next = min(t_arr, events[0][0] if events else math.inf)
+        t_step = events[0][0] if events else math.inf
+        t_next = min(t_arr, t_step, ctl.next_event)
         if dirty and t_next > now:
             for e in dirty.values():
                 batch = e.plan(now, horizon(e))
@@ -149,13 +162,21 @@ def simulate(
             e = ctl.submit(r, now)
             if e is not None and not e.busy:
                 dirty[e.id] = e
-        else:
+        elif t_step <= now:
             _, _, e, batch, out = heapq.heappop(events)
             e.commit(batch, out, now)
+            if replacing:
+                for t in ctl.step_done(e, out.finished, now):
+                    if not t.busy:
+                        dirty[t.id] = t
             if e.has_work:
                 dirty[e.id] = e
+        else:
+            for t in ctl.advance(now):
+                if not t.busy:
+                    dirty[t.id] = t
         if progress is not None and now - last_progress >= 1.0:
             progress(now)
             last_progress = now
-    end = end_limit if events or i < len(reqs) else now
+    end = end_limit if events or i < len(reqs) or ctl.next_event < math.inf else now
     return SimResult(system, reqs, end, time.perf_counter() - wall0, ctl)

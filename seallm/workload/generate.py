@@ -12,6 +12,7 @@ from .lengths import get_length_distribution
 from .popularity import Services, has_service_column, service_shares, trace_service_map
 from .readers import read_trace
 from .records import TraceRecord, WorkloadError, WorkloadSpec
+from .shifting import is_time_varying, service_profiles, shares_at, shift_index, shifting
 
 
 def generate(
@@ -28,6 +29,8 @@ def generate(
     Generated arrivals: every service has its own independent process (poisson, gamma with
     spec.cv, or onoff = gamma(cv) while on) at its service_rates() rate, multiplied by the
     rate_schedule; lengths from spec.lengths. arrival == "trace": see `replay_trace`.
+    A shifting workload (popularity shifts, bursts) gives each service its own time-varying
+    rate (`shifting.service_profiles`).
     The same seed gives the same list; every service draws from its own child seed, so the
     streams do not shift when another service's rate changes.
     """
@@ -45,18 +48,19 @@ def generate(
 
     lengths = lengths or {}
     edges, mult = rate_profile(spec, float(duration_s))
+    profiles = (
+        service_profiles(spec, names, shares, float(duration_s)) if is_time_varying(spec) else None
+    )
     children = np.random.SeedSequence(seed).spawn(len(names))
     times, which, prompts, outputs = [], [], [], []
     for i, share in enumerate(shares):
         arrival_seed, length_seed = children[i].spawn(2)
-        t = arrival_times(
-            spec.rate * rate_scale * share,
-            spec.cv,
-            edges,
-            mult,
-            np.random.default_rng(arrival_seed),
-            poisson=spec.arrival == "poisson",
-        )
+        rng = np.random.default_rng(arrival_seed)
+        poisson = spec.arrival == "poisson"
+        if profiles is None:
+            t = arrival_times(spec.rate * rate_scale * share, spec.cv, edges, mult, rng, poisson)
+        else:
+            t = arrival_times(spec.rate * rate_scale, spec.cv, *profiles[i], rng, poisson)
         dist = get_length_distribution(
             lengths.get(names[i], spec.lengths), spec.max_prompt_tokens, spec.max_output_tokens
         )
@@ -94,7 +98,8 @@ def replay_trace(
 
     A trace with a model column keeps it: models are ranked by frequency over the whole file
     and mapped onto the services in order (wrapping around when there are more models).
-    A single-stream trace is split by drawing each request's service with `shares`.
+    A single-stream trace is split by drawing each request's service with `shares` (rotated
+    by the popularity shifts in effect at its arrival, for a shifting workload).
     """
     assert spec.trace is not None  # validate() checked it
     records = read_trace(spec.trace)
@@ -104,7 +109,15 @@ def replay_trace(
         svc = [mapping[r.service] for r in kept]
     else:
         rng = np.random.default_rng(np.random.SeedSequence(seed))
-        idx = rng.choice(len(names), size=len(kept), p=np.asarray(shares) / np.sum(shares))
+        if not shifting(spec):
+            idx = rng.choice(len(names), size=len(kept), p=np.asarray(shares) / np.sum(shares))
+        else:
+            k = shift_index(spec, np.array([r.arrival_s / rate_scale for r in kept]))
+            idx = np.empty(len(kept), dtype=np.int64)
+            for shift in np.unique(k).tolist():
+                p = np.asarray(shares_at(shares, shift, spec.shift_step))
+                at = k == shift
+                idx[at] = rng.choice(len(names), size=int(at.sum()), p=p / p.sum())
         svc = [names[i] for i in idx.tolist()]
     return [
         TraceRecord(r.arrival_s / rate_scale, s, r.prompt_tokens, r.output_tokens)

@@ -8,6 +8,7 @@ from collections.abc import Sequence
 
 from .readers import read_trace
 from .records import TraceRecord, WorkloadError, WorkloadSpec
+from .shifting import mean_shares, shifting
 
 Services = Sequence[tuple[str, float | None]]
 
@@ -65,11 +66,14 @@ def service_rates(
     """Expected mean arrival rate (requests/s) per service name.
 
     For generated arrivals: spec.rate * rate_scale split by service_shares (onoff keeps the
-    mean; a rate_schedule multiplier is not applied since it depends on the time). For
+    mean; a rate_schedule multiplier or a burst is not applied since it depends on the time;
+    shifting popularity gives each service its share averaged over a full rotation). For
     arrival == "trace": the trace's own mean rate * rate_scale, split by its model column
     when it has one, else by service_shares.
     """
     shares = service_shares(spec, services)
+    if shifting(spec):  # shifting popularity: the long-run mean shares
+        shares = mean_shares(spec, shares)
     names = [name for name, _ in services]
     if spec.arrival != "trace":
         total = spec.rate * rate_scale

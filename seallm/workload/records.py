@@ -44,6 +44,14 @@ class WorkloadSpec:
     rate_schedule: list[tuple[float, float]] = field(default_factory=list)
     max_prompt_tokens: int = 4096  # clip sampled prompts; prompt+output also fits this total
     max_output_tokens: int = 2048
+    # Time-varying popularity (shifting.py): at each of shift_times, and every shift_period_s
+    # seconds (0: never), the popularity order rotates by shift_step services.
+    shift_period_s: float = 0.0
+    shift_times: list[float] = field(default_factory=list)
+    shift_step: int = 1
+    # Per-service bursts of generated arrivals: [(start_s, duration_s, multiplier, service), ...];
+    # service "" multiplies every service.
+    bursts: list[tuple[float, float, float, str]] = field(default_factory=list)
 
     def validate(self) -> None:
         """Raise WorkloadError naming the first bad field and what would be valid."""
@@ -90,6 +98,35 @@ class WorkloadSpec:
             if t <= last_t:
                 raise WorkloadError(f"{where}: times must be strictly increasing, got {_num(t)}")
             last_t = t
+        self._validate_shifts()
+
+    def _validate_shifts(self) -> None:
+        _check_number("shift_period_s", self.shift_period_s, lo=0.0)
+        last = -math.inf
+        for i, t in enumerate(self.shift_times):
+            _check_number(f"shift_times[{i}]", t, lo=0.0)
+            if t <= last:
+                raise WorkloadError(
+                    f"workload.shift_times[{i}]: times must be strictly increasing, got {_num(t)}"
+                )
+            last = t
+        if isinstance(self.shift_step, bool) or not isinstance(self.shift_step, int):
+            raise WorkloadError(f"workload.shift_step must be an integer, got {self.shift_step!r}")
+        if self.bursts and self.arrival == "trace":
+            raise WorkloadError("workload.bursts apply to generated arrivals, not to a trace")
+        for i, entry in enumerate(self.bursts):
+            where = f"workload.bursts[{i}]"
+            try:
+                start, length, mult, service = entry
+            except (TypeError, ValueError):
+                raise WorkloadError(
+                    f"{where} must be [start_s, duration_s, multiplier, service], got {entry!r}"
+                ) from None
+            _check_number(f"bursts[{i}] start", start, lo=0.0)
+            _check_number(f"bursts[{i}] duration", length, lo=0.0, strict=True)
+            _check_number(f"bursts[{i}] multiplier", mult, lo=0.0)
+            if not isinstance(service, str):
+                raise WorkloadError(f'{where}: service must be a name or "", got {service!r}')
 
 
 def _check_number(name: str, value: object, lo: float, strict: bool = False) -> None:

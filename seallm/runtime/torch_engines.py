@@ -1,0 +1,107 @@
+"""Group engines over real models, for the live runtime.
+
+The same GroupEngine, schedulers and KV caches as the simulator's (`runtime/sim.py`), with
+three differences: the executor runs the models (TorchExecutor), the KV pool has the size the
+server is given (the simulator derives it from a GPU's memory), and its pages are sized for the
+loaded models' real shapes and dtype. Live serving has one device, so the placement is one
+group holding every service (`colocate`) whatever the system; the system still chooses the
+scheduler, the KV layout (unified or static partitions) and the preemption.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from seallm.config import Config, SystemSpec
+from seallm.controller import Controller
+from seallm.costmodel import CostModel
+from seallm.engine import GroupEngine
+from seallm.executor.base import Executor
+from seallm.kvcache import PagedKVCache, StaticKVCache, UnifiedKVCache
+from seallm.placement import service_loads
+from seallm.placement.colocate import place_colocated
+from seallm.placement.plan import GroupPlan
+from seallm.profile import offline_profile
+from seallm.scheduling import make_scheduler
+from seallm.specs import ModelSpec
+from seallm.workload import get_length_distribution
+
+if TYPE_CHECKING:
+    from seallm.models.loader import LoadedModel
+
+ExecutorFactory = Callable[[dict[str, "LoadedModel"], PagedKVCache], Executor]
+
+
+def live_kv(
+    system: SystemSpec,
+    group: GroupPlan,
+    specs: dict[str, ModelSpec],
+    pool_bytes: float,
+    config: Config,
+) -> PagedKVCache:
+    if system.kv == "unified":
+        return UnifiedKVCache(specs, group.size, pool_bytes, config.engine.page_bytes)
+    if system.kv == "static":
+        shares = (
+            dict(zip(group.services, group.kv_shares, strict=True)) if group.kv_shares else None
+        )
+        return StaticKVCache(specs, group.size, pool_bytes, config.engine.block_tokens, shares)
+    raise ValueError(f"kv: {system.kv!r} is not one of static, unified")
+
+
+def torch_executor_factory(device: str = "cpu") -> ExecutorFactory:
+    def build(models: dict[str, LoadedModel], kv: PagedKVCache) -> Executor:
+        from seallm.executor.torch import TorchExecutor
+
+        return TorchExecutor(models, kv, device=device)
+
+    return build
+
+
+def live_controller(
+    config: Config,
+    system: SystemSpec,
+    models: dict[str, LoadedModel],
+    kv_pool_bytes: float,
+    executor_factory: ExecutorFactory | None = None,
+) -> Controller:
+    """A Controller whose single group serves `models` (service name -> loaded model)."""
+    missing = [s.name for s in config.services if s.name not in models]
+    if missing:
+        raise ValueError(f"no loaded model for service(s) {', '.join(missing)}")
+    make_executor = executor_factory or torch_executor_factory()
+    cost = CostModel(config.cluster.device_spec)
+    wl = config.workload
+
+    def build(group: GroupPlan) -> GroupEngine:
+        specs = {s: models[s].spec for s in group.services}
+        kv = live_kv(system, group, specs, kv_pool_bytes, config)
+        costs = {s: cost.for_model(m, group.size) for s, m in specs.items()}
+        profiles = {
+            s: offline_profile(
+                s,
+                c,
+                get_length_distribution(
+                    config.lengths_of(s), wl.max_prompt_tokens, wl.max_output_tokens
+                ),
+                config.seed,
+            )
+            for s, c in costs.items()
+        }
+        return GroupEngine(
+            group.id,
+            specs,
+            group.size,
+            make_scheduler(system.scheduler, profiles, config.engine),
+            kv,
+            make_executor({s: models[s] for s in group.services}, kv),
+            config.engine,
+            profiles,
+            preemption=system.preemption,
+            fuse=False,  # one token per step, so that every token streams when sampled
+            swap_time=lambda r: cost.swap_time(specs[r.service], group.size, r.context_tokens),
+        )
+
+    plan = place_colocated(config, cost, service_loads(config))
+    return Controller(config, system, cost, build, plan=plan, record=False)
