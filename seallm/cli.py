@@ -86,6 +86,9 @@ def simulate_cmd(
     per_service_table: Annotated[
         bool, typer.Option("--per-service", help="also print per-service rows")
     ] = False,
+    profile: Annotated[
+        Path | None, typer.Option(help="measured profile (seallm profile) for iteration times")
+    ] = None,
 ) -> None:
     """Simulate systems on one workload (all in one run, same arrivals) and compare them."""
     try:
@@ -110,6 +113,13 @@ def simulate_cmd(
         f"{len(records)} requests over {cfg.duration_s:.0f} s"
     )
     cost = CostModel(cfg.cluster.device_spec)
+    if profile is not None:
+        from seallm.profiled import Profile, ProfiledCostModel
+
+        try:
+            cost = ProfiledCostModel(cfg.cluster.device_spec, Profile.load(profile))
+        except ValueError as err:
+            raise _fail(err) from err
     results: list[SimResult] = []
     for spec in systems:
         with _progress() as bar:
@@ -413,6 +423,40 @@ def bench_cmd(
             sys.stdout.write(text + "\n")
         else:
             Path(json_out).write_text(text + "\n")
+
+
+@app.command("profile")
+def profile_cmd(
+    config: Annotated[Path | None, typer.Option(help="serve YAML (default: cpu-duo)")] = None,
+    out: Annotated[Path, typer.Option(help="profile file to write")] = Path("profile.json"),
+    repeats: Annotated[int, typer.Option(help="timings per point (median)")] = 3,
+    quick: Annotated[bool, typer.Option(help="a small grid (smoke tests)")] = False,
+) -> None:
+    """Time the real engine's prefill and decode iterations for each configured model on its
+    device and write a profile; `seallm simulate --profile FILE` uses it instead of the
+    roofline cost model."""
+    from seallm.bench.profiler import Grid, grid_size, profile_models
+    from seallm.server.launch import load_models
+    from seallm.server.settings import default_settings, load_settings
+
+    try:
+        settings = load_settings(config) if config is not None else default_settings()
+        models = load_models(settings, announce=lambda m: console.print(m, highlight=False))
+    except (ConfigError, ValueError) as err:
+        raise _fail(err) from err
+    grid = Grid.quick() if quick else Grid()
+    device = str(next(iter(models.values())).device)
+    with Progress(console=console, transient=True) as bar:
+        task = bar.add_task("profiling", total=grid_size(grid, repeats) * len(models))
+        prof = profile_models(models, device, grid, repeats, on_point=lambda s: bar.advance(task))
+    prof.save(out)
+    for p in prof.profiles:
+        err = [abs(p.predict(m) / m.seconds - 1) for m in p.measurements]
+        console.print(
+            f"{p.model}: {len(p.measurements)} points, fit median error "
+            f"{sorted(err)[len(err) // 2]:.1%}"
+        )
+    console.print(f"wrote {out}")
 
 
 def main() -> None:

@@ -72,6 +72,9 @@ class EngineSpec:
     max_fused_iterations: int = 256  # simulator only: identical decode iterations fused in one step
     ageing_s: float = 30.0  # priority schedulers: a request waiting this long runs next
     swap_bytes_per_gpu: float = 4 * 1024**3  # host memory for swapped KV (vLLM's swap_space)
+    # A fixed KV pool per group in bytes (what a live server is given), instead of what the
+    # weights leave of the devices' memory; None: derived from memory.
+    kv_pool_bytes: float | None = None
 
 
 @dataclass
@@ -168,7 +171,8 @@ class Config:
                     raise ConfigError(f"services[{i}].lengths: {err}") from err
         e = self.engine
         for f in dataclasses.fields(e):
-            _positive(f"engine.{f.name}", getattr(e, f.name))
+            if getattr(e, f.name) is not None:  # None: an optional limit left unset
+                _positive(f"engine.{f.name}", getattr(e, f.name))
         if not 0 < e.memory_utilization <= 1:
             raise ConfigError(
                 f"engine.memory_utilization must be in (0, 1], got {e.memory_utilization}"

@@ -81,3 +81,18 @@ def test_profiled_cost_matches_iteration_loop_and_drives_the_simulator():
     assert rows["ProfiledCostModel"].completed == len(records)
     # different costs, different latencies: the profile is really used
     assert rows["ProfiledCostModel"].mean_ttft != rows["CostModel"].mean_ttft
+
+
+def test_profiler_times_the_real_engine_and_fits_every_model():
+    from seallm.bench.profiler import Grid, grid_size, profile_models
+    from seallm.models.loader import tiny_model
+
+    models = {"a": tiny_model("llama"), "b": tiny_model("gemma3")}
+    seen: list[str] = []
+    prof = profile_models(models, "cpu", Grid.quick(), repeats=1, on_point=seen.append)
+    assert len(seen) == grid_size(Grid.quick(), 1) * 2
+    for p in prof.profiles:
+        assert len(p.coefficients) == 7 and all(c >= 0 for c in p.coefficients)
+        assert all(m.seconds > 0 for m in p.measurements)
+        kinds = {(m.prefill_tokens > 0, m.n_decode > 0) for m in p.measurements}
+        assert kinds == {(True, False), (False, True), (True, True)}

@@ -45,7 +45,7 @@ class SimResult:
 
 def make_kv(config: Config, system: SystemSpec, group: GroupPlan) -> PagedKVCache:
     models = {s: config.service(s).model_spec for s in group.services}
-    pool = kv_bytes(list(models.values()), group.size, config)
+    pool = config.engine.kv_pool_bytes or kv_bytes(list(models.values()), group.size, config)
     if system.kv == "unified":
         return UnifiedKVCache(models, group.size, pool, config.engine.page_bytes)
     if system.kv == "static":
