@@ -80,11 +80,12 @@ def admit_fcfs(state: EngineState, service: str, num_running: int) -> list[Reque
             break
         if prefill and tokens + n > limits.max_batched_tokens:
             break
-        need = sum(kv.extra_pages(q, t) for q, t in wants) + kv.extra_pages(r, n)
+        # the engine allocates the context plus the token this prefill produces
+        need = sum(kv.extra_pages(q, t) for q, t in wants) + kv.extra_pages(r, n + 1)
         if need + num_running > kv.free_pages(service):
             break
         prefill.append(r)
-        wants.append((r, n))
+        wants.append((r, n + 1))
         tokens += n
     return prefill
 
