@@ -22,17 +22,13 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from seallm.costmodel import CostModel
 from seallm.engine import GroupEngine
 from seallm.kvcache import KVStats
 from seallm.models.sampling import Generation, SamplingParams
 from seallm.placement.plan import GroupPlan
-from seallm.profile import offline_profile
 from seallm.request import Request, Status
-from seallm.runtime.torch_engines import live_kv
-from seallm.scheduling import make_scheduler
+from seallm.runtime.torch_engines import live_group_engine
 from seallm.server.settings import TINY_SOURCES, ServeSettings
-from seallm.workload import get_length_distribution
 
 if TYPE_CHECKING:
     from seallm.models.loader import LoadedModel
@@ -101,37 +97,16 @@ def group_engine(
     settings: ServeSettings, group: GroupPlan, models: dict[str, LoadedModel]
 ) -> GroupEngine:
     """The GroupEngine of one planned group over real models: built as the in-process
-    runtime builds its group (`torch_engines.live_controller`), for any group of a plan."""
+    runtime builds its group, for any group of a plan."""
     from seallm.executor.torch import TorchExecutor
 
-    config, system = settings.config, settings.system
-    cost = CostModel(config.cluster.device_spec)
-    specs = {s: models[s].spec for s in group.services}
-    kv = live_kv(system, group, specs, settings.kv_bytes, config)
-    wl = config.workload
-    profiles = {
-        s: offline_profile(
-            s,
-            cost.for_model(m, group.size),
-            get_length_distribution(
-                config.lengths_of(s), wl.max_prompt_tokens, wl.max_output_tokens
-            ),
-            config.seed,
-        )
-        for s, m in specs.items()
-    }
-    return GroupEngine(
-        group.id,
-        specs,
-        group.size,
-        make_scheduler(system.scheduler, profiles, config.engine),
-        kv,
-        TorchExecutor(models, kv, device=settings.server.device),
-        config.engine,
-        profiles,
-        preemption=system.preemption,
-        fuse=False,  # one token per step, so that every token streams when sampled
-        swap_time=lambda r: cost.swap_time(specs[r.service], group.size, r.context_tokens),
+    return live_group_engine(
+        settings.config,
+        settings.system,
+        group,
+        models,
+        settings.kv_bytes,
+        lambda ms, kv: TorchExecutor(ms, kv, device=settings.server.device),
     )
 
 

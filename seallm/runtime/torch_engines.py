@@ -59,6 +59,46 @@ def torch_executor_factory(device: str = "cpu") -> ExecutorFactory:
     return build
 
 
+def live_group_engine(
+    config: Config,
+    system: SystemSpec,
+    group: GroupPlan,
+    models: dict[str, LoadedModel],
+    kv_pool_bytes: float,
+    make_executor: ExecutorFactory,
+) -> GroupEngine:
+    """The GroupEngine of one planned group over real models (in-process or in a Ray actor)."""
+    cost = CostModel(config.cluster.device_spec)
+    wl = config.workload
+    specs = {s: models[s].spec for s in group.services}
+    kv = live_kv(system, group, specs, kv_pool_bytes, config)
+    costs = {s: cost.for_model(m, group.size) for s, m in specs.items()}
+    profiles = {
+        s: offline_profile(
+            s,
+            c,
+            get_length_distribution(
+                config.lengths_of(s), wl.max_prompt_tokens, wl.max_output_tokens
+            ),
+            config.seed,
+        )
+        for s, c in costs.items()
+    }
+    return GroupEngine(
+        group.id,
+        specs,
+        group.size,
+        make_scheduler(system.scheduler, profiles, config.engine),
+        kv,
+        make_executor({s: models[s] for s in group.services}, kv),
+        config.engine,
+        profiles,
+        preemption=system.preemption,
+        fuse=False,  # one token per step, so that every token streams when sampled
+        swap_time=lambda r: cost.swap_time(specs[r.service], group.size, r.context_tokens),
+    )
+
+
 def live_controller(
     config: Config,
     system: SystemSpec,
@@ -72,36 +112,9 @@ def live_controller(
         raise ValueError(f"no loaded model for service(s) {', '.join(missing)}")
     make_executor = executor_factory or torch_executor_factory()
     cost = CostModel(config.cluster.device_spec)
-    wl = config.workload
 
     def build(group: GroupPlan) -> GroupEngine:
-        specs = {s: models[s].spec for s in group.services}
-        kv = live_kv(system, group, specs, kv_pool_bytes, config)
-        costs = {s: cost.for_model(m, group.size) for s, m in specs.items()}
-        profiles = {
-            s: offline_profile(
-                s,
-                c,
-                get_length_distribution(
-                    config.lengths_of(s), wl.max_prompt_tokens, wl.max_output_tokens
-                ),
-                config.seed,
-            )
-            for s, c in costs.items()
-        }
-        return GroupEngine(
-            group.id,
-            specs,
-            group.size,
-            make_scheduler(system.scheduler, profiles, config.engine),
-            kv,
-            make_executor({s: models[s] for s in group.services}, kv),
-            config.engine,
-            profiles,
-            preemption=system.preemption,
-            fuse=False,  # one token per step, so that every token streams when sampled
-            swap_time=lambda r: cost.swap_time(specs[r.service], group.size, r.context_tokens),
-        )
+        return live_group_engine(config, system, group, models, kv_pool_bytes, make_executor)
 
     plan = place_colocated(config, cost, service_loads(config))
     return Controller(config, system, cost, build, plan=plan, record=False)
