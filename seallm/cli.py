@@ -328,9 +328,11 @@ def serve_cmd(
     """Serve the config's models behind an OpenAI-compatible API (default: cpu-duo, the two
     real small models on this CPU, with the seallm system). With --backend ray, each group of
     the system's placement runs in a Ray actor (docs/ray.md)."""
+    from seallm.executor.threads import reserve_for_engine
     from seallm.server.launch import build_server
     from seallm.server.settings import default_settings, load_settings
 
+    reserve_for_engine()  # before loading: the engine thread gets the intra-op threads
     try:
         ray_options = {"backend": backend, "ray_address": address}
         overrides = {k: v for k, v in ray_options.items() if v is not None}
@@ -436,9 +438,11 @@ def profile_cmd(
     device and write a profile; `seallm simulate --profile FILE` uses it instead of the
     roofline cost model."""
     from seallm.bench.profiler import Grid, grid_size, profile_models
+    from seallm.executor.threads import reserve_for_engine, run_in_engine_thread
     from seallm.server.launch import load_models
     from seallm.server.settings import default_settings, load_settings
 
+    reserve_for_engine()  # time in an engine thread set up as `seallm serve` runs its steps
     try:
         settings = load_settings(config) if config is not None else default_settings()
         models = load_models(settings, announce=lambda m: console.print(m, highlight=False))
@@ -448,7 +452,11 @@ def profile_cmd(
     device = str(next(iter(models.values())).device)
     with Progress(console=console, transient=True) as bar:
         task = bar.add_task("profiling", total=grid_size(grid, repeats) * len(models))
-        prof = profile_models(models, device, grid, repeats, on_point=lambda s: bar.advance(task))
+        prof = run_in_engine_thread(
+            lambda: profile_models(
+                models, device, grid, repeats, on_point=lambda s: bar.advance(task)
+            )
+        )
     prof.save(out)
     for p in prof.profiles:
         err = [abs(p.predict(m) / m.seconds - 1) for m in p.measurements]

@@ -98,6 +98,34 @@ class Profile:
         return prof
 
 
+def profile_from_steps(
+    path: str | Path, device: str, model_of: dict[str, str], wall: bool = True
+) -> Profile:
+    """A profile fitted to a live server's step log (`server.step_log`): each step's wall
+    seconds as served (`wall`: host work and contention from the HTTP side included) or its
+    executor seconds. `model_of` maps the log's service names to model names."""
+    by_model: dict[str, list[Measurement]] = {}
+    try:
+        for line in Path(path).read_text().splitlines():
+            st = json.loads(line)
+            if st["iterations"] != 1:
+                continue  # a fused run of decodes: not one iteration's shape
+            m = Measurement(
+                int(st["prefill_tokens"]),
+                float(st["prefill_sq_sum"]),
+                int(st["n_decode"]),
+                int(st["decode_ctx_sum"]),
+                float(st["step_s"] if wall else st["executor_s"]),
+            )
+            by_model.setdefault(model_of.get(st["service"], st["service"]), []).append(m)
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        raise ValueError(f"{path}: not a seallm step log ({err})") from err
+    if not by_model:
+        raise ValueError(f"{path}: no single-iteration steps to fit")
+    profiles = [ModelProfile(name, 1, ms).fit() for name, ms in sorted(by_model.items())]
+    return Profile(device, profiles, {"source": f"step log {Path(path).name}", "wall": wall})
+
+
 def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """Non-negative least squares (Lawson-Hanson): times only grow with work, so no
     coefficient may be negative. Columns are scaled to unit norm for conditioning."""

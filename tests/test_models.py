@@ -6,6 +6,7 @@ import json
 
 import pytest
 import torch
+from conftest import TEST_DEVICE
 from transformers import (
     AutoModelForCausalLM,
     Gemma3ForCausalLM,
@@ -25,7 +26,8 @@ REFERENCE = {
 
 
 def reference(lm: LoadedModel, arch: str) -> torch.nn.Module:
-    """transformers' model of the same config and weights, in float32 eager attention."""
+    """transformers' model of the same config and weights, in float32 eager attention, on the
+    CPU whatever device `lm` is on (tests compare our logits `.cpu()`)."""
     config_cls, model_cls = REFERENCE[arch]
     cfg = config_cls(**{k: v for k, v in lm.config.items() if k != "model_type"})
     cfg._attn_implementation = "eager"
@@ -36,93 +38,98 @@ def reference(lm: LoadedModel, arch: str) -> torch.nn.Module:
 
 def pool_for(lm: LoadedModel, pages: int = 64, page_bytes: int = 4096):
     c = lm.module.cfg
-    return KVPool(pages, page_bytes, "cpu").view(c.num_layers, c.num_kv_heads, c.head_dim, lm.dtype)
+    pool = KVPool(pages, page_bytes, lm.device)
+    return pool.view(c.num_layers, c.num_kv_heads, c.head_dim, lm.dtype)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_tiny_logits_match_transformers(arch: str) -> None:
-    lm = tiny_model(arch, seed=3)
+    lm = tiny_model(arch, seed=3, device=TEST_DEVICE)
     ref = reference(lm, arch)
     kv = pool_for(lm)
     gen = torch.Generator().manual_seed(0)
     ids = torch.randint(0, 256, (37,), generator=gen)
     with torch.no_grad():
         want = ref(ids[None]).logits[0]
+    ids = ids.to(lm.device)
     # Pages out of order and scattered: the page table, not the layout, decides.
     table = [40, 3, 17, 8, 30, 22, 11, 5, 60, 1]
     full = lm.module(ids, [SeqSlice(0, 37, table)], kv, all_logits=True)
-    torch.testing.assert_close(full, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(full.cpu(), want, atol=1e-4, rtol=1e-4)
     # Prefill 20 tokens, then a chunk of 10 after a cached prefix, then decode one by one.
     lm.module(ids[:20], [SeqSlice(0, 20, table)], kv)
     chunk = lm.module(ids[20:30], [SeqSlice(20, 10, table)], kv, all_logits=True)
-    torch.testing.assert_close(chunk, want[20:30], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(chunk.cpu(), want[20:30], atol=1e-4, rtol=1e-4)
     steps = [lm.module(ids[p : p + 1], [SeqSlice(p, 1, table)], kv) for p in range(30, 37)]
-    torch.testing.assert_close(torch.cat(steps), want[30:], atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(torch.cat(steps).cpu(), want[30:], atol=1e-4, rtol=1e-4)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_tiny_batched_mixed_step_matches_each_alone(arch: str) -> None:
     """A step mixing two decodes and two prefills of different lengths gives each sequence
     the logits it gets alone."""
-    lm = tiny_model(arch, seed=5)
+    lm = tiny_model(arch, seed=5, device=TEST_DEVICE)
     ref = reference(lm, arch)
     gen = torch.Generator().manual_seed(1)
     prompts = [torch.randint(0, 256, (n,), generator=gen) for n in (12, 25, 9, 30)]
+    on_dev = [p.to(lm.device) for p in prompts]
     kv = pool_for(lm, pages=80)
     tables = [list(range(i * 10, i * 10 + 10))[::-1] for i in range(4)]
     # Sequences 0 and 1 are already cached but their last token.
     for i in (0, 1):
         n = len(prompts[i]) - 1
-        lm.module(prompts[i][:n], [SeqSlice(0, n, tables[i])], kv)
+        lm.module(on_dev[i][:n], [SeqSlice(0, n, tables[i])], kv)
     seqs = [
         SeqSlice(len(prompts[0]) - 1, 1, tables[0]),
         SeqSlice(0, len(prompts[2]), tables[2]),
         SeqSlice(len(prompts[1]) - 1, 1, tables[1]),
         SeqSlice(0, len(prompts[3]), tables[3]),
     ]
-    tokens = torch.cat([prompts[0][-1:], prompts[2], prompts[1][-1:], prompts[3]])
-    got = lm.module(tokens, seqs, kv)
+    tokens = torch.cat([on_dev[0][-1:], on_dev[2], on_dev[1][-1:], on_dev[3]])
+    got = lm.module(tokens, seqs, kv).cpu()
     with torch.no_grad():
         want = [ref(prompts[i][None]).logits[0, -1] for i in (0, 2, 1, 3)]
     torch.testing.assert_close(got, torch.stack(want), atol=1e-4, rtol=1e-4)
 
 
 def test_pool_is_one_tensor_viewed_per_model() -> None:
-    a, b = tiny_model("llama"), tiny_model("gemma3")
-    pool = KVPool(8, 4096, "cpu")
+    a, b = tiny_model("llama", device=TEST_DEVICE), tiny_model("gemma3", device=TEST_DEVICE)
+    pool = KVPool(8, 4096, TEST_DEVICE)
     va = pool.view(2, 2, 16, torch.float32)
     vb = pool.view(3, 1, 32, torch.float32)
     # 4096 bytes / (2 layers x 2 x 2 heads x 16 x 4 bytes) = 8 tokens; gemma: 4096 / 768 = 5.
     assert (va.tokens_per_page, vb.tokens_per_page) == (8, 5)
     assert va.cache.data_ptr() == vb.cache.data_ptr() == pool.data.data_ptr()
     # A page written by one model is the same bytes the other sees.
-    a.module(torch.tensor([1, 2, 3]), [SeqSlice(0, 3, [2])], va)
+    ids = torch.tensor([1, 2, 3], device=TEST_DEVICE)
+    a.module(ids, [SeqSlice(0, 3, [2])], va)
     page = pool.data[2 * 4096 : 3 * 4096]
     assert page.any() and not pool.data[3 * 4096 :].any()
     before = page.clone()
-    b.module(torch.tensor([1, 2, 3]), [SeqSlice(0, 3, [2])], vb)
+    b.module(ids, [SeqSlice(0, 3, [2])], vb)
     assert not torch.equal(page, before)
     with pytest.raises(ValueError, match="holds no token"):
-        KVPool(2, 512, "cpu").view(3, 1, 32, torch.float32)
+        KVPool(2, 512, TEST_DEVICE).view(3, 1, 32, torch.float32)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
 def test_stale_page_bytes_are_harmless(arch: str) -> None:
     """Pages come back from other requests (or models, of other dtypes) holding any bytes,
     NaN patterns included; what a sequence has not written must not reach its attention."""
-    lm = tiny_model(arch, seed=7)
+    lm = tiny_model(arch, seed=7, device=TEST_DEVICE)
     ref = reference(lm, arch)
     c = lm.module.cfg
-    pool = KVPool(16, 4096, "cpu")
+    pool = KVPool(16, 4096, lm.device)
     pool.data.fill_(0xFF)  # every float32 is NaN
     kv = pool.view(c.num_layers, c.num_kv_heads, c.head_dim, torch.float32)
     ids = torch.randint(0, 256, (13,), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        want = ref(ids[None]).logits[0, 11:]
+    ids = ids.to(lm.device)
     table = [9, 4, 12]
     lm.module(ids[:11], [SeqSlice(0, 11, table)], kv)
     got = torch.cat([lm.module(ids[p : p + 1], [SeqSlice(p, 1, table)], kv) for p in (11, 12)])
-    with torch.no_grad():
-        want = ref(ids[None]).logits[0, 11:]
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=1e-4)
 
 
 def test_local_hf_folder_loads(tmp_path) -> None:
@@ -130,14 +137,15 @@ def test_local_hf_folder_loads(tmp_path) -> None:
     ref = reference(lm, "llama")
     ref.save_pretrained(tmp_path)
     lm.tokenizer.save_pretrained(tmp_path)
-    loaded = load_model(str(tmp_path), progress=False)
+    loaded = load_model(str(tmp_path), TEST_DEVICE, progress=False)
     assert loaded.name == tmp_path.name and loaded.path == tmp_path
     assert loaded.spec.num_layers == 2 and loaded.spec.dtype_bytes == 4
     ids = torch.tensor([5, 9, 100, 42])
     with torch.no_grad():
         want = ref(ids[None]).logits[0, -1:]
-    got = loaded.module(ids, [SeqSlice(0, 4, [0])], pool_for(loaded, pages=2, page_bytes=8192))
-    torch.testing.assert_close(got, want, atol=1e-4, rtol=1e-4)
+    kv = pool_for(loaded, pages=2, page_bytes=8192)
+    got = loaded.module(ids.to(loaded.device), [SeqSlice(0, 4, [0])], kv)
+    torch.testing.assert_close(got.cpu(), want, atol=1e-4, rtol=1e-4)
     assert loaded.apply_chat_template([{"role": "user", "content": "hi"}])[0] == 256
     # A half-precision load keeps the page geometry honest.
     half = load_model(str(tmp_path), dtype=torch.bfloat16, progress=False)
@@ -180,7 +188,7 @@ def _gen(**kw) -> Generation:
 
 
 def test_sample_greedy_topk_topp_and_seed() -> None:
-    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0))
+    logits = torch.randn(4, 50, generator=torch.Generator().manual_seed(0)).to(TEST_DEVICE)
     best = logits.argmax(-1).tolist()
     assert sample(logits, [_gen(temperature=0)] * 4) == best
     assert sample(logits, [_gen(top_k=1)] * 4) == best
@@ -243,7 +251,7 @@ def test_incremental_text_equals_full_decode_with_split_characters() -> None:
     assert len(g.stable_text()) == len(text) - 1  # a stop string of 2 may still be forming
 
 
-# -- the real packaged models ----------------------------------------------------------------
+# -- the real packaged models (on the CPU whatever TEST_DEVICE is; skipped when absent) -------
 
 
 def _hf_reference(lm: LoadedModel) -> torch.nn.Module:

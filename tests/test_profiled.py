@@ -96,3 +96,42 @@ def test_profiler_times_the_real_engine_and_fits_every_model():
         assert all(m.seconds > 0 for m in p.measurements)
         kinds = {(m.prefill_tokens > 0, m.n_decode > 0) for m in p.measurements}
         assert kinds == {(True, False), (False, True), (True, True)}
+
+
+def test_step_log_of_a_live_server_fits_a_profile(tmp_path):
+    """`server.step_log`: one JSON line per engine step of a real (tiny-model) server, with
+    the batch's shape; `profile_from_steps` fits a profile to it that prices those steps."""
+    import json
+
+    import httpx
+    from tiny_server import GEMMA, SMOL, running, tiny_settings
+
+    from seallm.config import ConfigError
+    from seallm.profiled import profile_from_steps
+
+    log = tmp_path / "steps.jsonl"
+    with running(tiny_settings(step_log=str(log))) as srv:
+        for i, model in enumerate([SMOL, GEMMA] * 3):
+            body = {"model": model, "prompt": "x" * (5 + 20 * i), "max_tokens": 8 + 4 * i}
+            resp = httpx.post(srv.url + "/v1/completions", json=body | {"ignore_eos": True})
+            assert resp.status_code == 200
+    steps = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {s["service"] for s in steps} == {SMOL, GEMMA}
+    # Each request prefilled once (they come one at a time: no preemption), prompts 20 apart.
+    lens = sorted(s["prefill_tokens"] for s in steps if s["prefill_tokens"])
+    assert len(lens) == 6 and {(n - lens[0]) % 20 for n in lens} == {0}
+    assert sum(s["n_decode"] for s in steps) == sum(8 + 4 * i - 1 for i in range(6))
+    for s in steps:
+        assert 0 < s["executor_s"] <= s["step_s"] and s["iterations"] == 1
+    prof = profile_from_steps(log, "cpu", {SMOL: "smollm2-135m", GEMMA: "gemma-3-270m"})
+    assert sorted(p.model for p in prof.profiles) == ["gemma-3-270m", "smollm2-135m"]
+    for p in prof.profiles:
+        assert len(p.measurements) > 6 and all(c >= 0 for c in p.coefficients)
+        assert np.median([p.predict(m) / m.seconds for m in p.measurements]) == pytest.approx(
+            1.0, abs=0.5
+        )
+    (tmp_path / "bad.jsonl").write_text('{"service": "x"}\n')
+    with pytest.raises(ValueError, match="not a seallm step log"):
+        profile_from_steps(tmp_path / "bad.jsonl", "cpu", {})
+    with pytest.raises(ConfigError, match="step_log"):
+        tiny_settings(step_log=str(log), backend="ray")

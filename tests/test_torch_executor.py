@@ -10,6 +10,7 @@ import random
 
 import pytest
 import torch
+from conftest import TEST_DEVICE
 
 from seallm.config import EngineSpec
 from seallm.engine import GroupEngine
@@ -25,7 +26,11 @@ PAGE = 4096  # tiny models: 8 llama tokens or 5 gemma tokens a page
 
 @pytest.fixture(scope="module")
 def tiny() -> dict[str, LoadedModel]:
-    return {"llama": tiny_model("llama", seed=0), "gemma": tiny_model("gemma3", seed=1)}
+    """Both on TEST_DEVICE: make_torch_engine puts the KV pool on the models' device."""
+    return {
+        "llama": tiny_model("llama", seed=0, device=TEST_DEVICE),
+        "gemma": tiny_model("gemma3", seed=1, device=TEST_DEVICE),
+    }
 
 
 def workload(n: int, seed: int = 0) -> list[Request]:
@@ -120,7 +125,7 @@ def test_requests_arriving_during_decode(tiny) -> None:
 def test_executor_checks_requests(tiny) -> None:
     specs = {s: m.spec for s, m in tiny.items()}
     kv = UnifiedKVCache(specs, 1, 16 * PAGE, PAGE)
-    ex = TorchExecutor(tiny, kv)
+    ex = TorchExecutor(tiny, kv, TEST_DEVICE)
     bare = Request(1, "llama", 3, 4, 0.0)
     kv.allocate(bare, 4)
     with pytest.raises(ValueError, match="no generation"):
@@ -135,7 +140,7 @@ def test_executor_checks_requests(tiny) -> None:
     # A cache whose pages disagree with the loaded shapes (a stale spec) is refused.
     stale = {**specs, "llama": dataclasses.replace(specs["llama"], dtype_bytes=2)}
     with pytest.raises(ValueError, match="tokens of the loaded model"):
-        TorchExecutor(tiny, UnifiedKVCache(stale, 1, 16 * PAGE, PAGE))
+        TorchExecutor(tiny, UnifiedKVCache(stale, 1, 16 * PAGE, PAGE), TEST_DEVICE)
 
 
 def test_real_models_share_one_pool(real_models) -> None:

@@ -273,15 +273,20 @@ class LlamaModel(nn.Module):
         return w
 
     def init_random(self, seed: int) -> None:
-        """Random weights of a sensible scale (tiny test models)."""
-        g = torch.Generator().manual_seed(seed)
+        """Random weights of a sensible scale (tiny test models; timing-only full-size ones).
+        Drawn on each weight's own device: a 7B model's draws take minutes on a CPU."""
+        gens: dict[torch.device, torch.Generator] = {}
         with torch.no_grad():
             for name, p in self.named_parameters():
+                if p.device not in gens:
+                    gens[p.device] = torch.Generator(p.device).manual_seed(seed)
+                g = gens[p.device]
+                draw = torch.randn(p.shape, generator=g, device=p.device, dtype=p.dtype)
                 if p.dim() == 1:
-                    p.copy_(1.0 + 0.1 * torch.randn(p.shape, generator=g))
+                    p.copy_(1.0 + 0.1 * draw)
                 else:
                     std = 0.5 if "embed" in name else 1.0 / math.sqrt(p.shape[1])
-                    p.copy_(std * torch.randn(p.shape, generator=g))
+                    p.copy_(std * draw)
 
 
 def _can_pack(w: torch.Tensor) -> bool:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import json
 import logging
 import math
 import threading
@@ -25,7 +26,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TextIO
 
 from seallm.controller import Controller
 from seallm.engine import GroupEngine
@@ -104,8 +105,12 @@ class LiveRuntime:
         max_queue: int | dict[str, int] = 64,
         on_end: Callable[[Request], None] | None = None,
         clock: Callable[[], float] = time.perf_counter,
+        step_log: TextIO | None = None,
     ) -> None:
         self.controller = controller
+        # One JSON line per engine step (its batch's shape, the executor's seconds and the
+        # step's wall seconds): what simulator validation compares against the profile.
+        self.step_log = step_log
         services = list(controller.hosts)
         self.max_queue = (
             dict.fromkeys(services, max_queue) if isinstance(max_queue, int) else dict(max_queue)
@@ -276,6 +281,9 @@ class LiveRuntime:
 
     # -- the engine threads ------------------------------------------------------------------
     def _run(self, engine: GroupEngine) -> None:
+        from seallm.executor.threads import enter_engine_thread
+
+        enter_engine_thread()
         while True:
             with self.lock:
                 self._apply_aborts()
@@ -284,6 +292,7 @@ class LiveRuntime:
                     self._apply_aborts()
                 if self._stopping:
                     return
+                start = self.clock()
                 now = self.now()
                 try:
                     batch = engine.plan(now)
@@ -294,6 +303,7 @@ class LiveRuntime:
                 if batch is None:  # nothing fits now; wait for an abort or a new arrival
                     self.lock.wait(0.01)
                     continue
+            shape = batch_shape(batch) if self.step_log is not None else None
             try:
                 outcome = engine.execute(batch, now)
             except Exception as err:
@@ -311,6 +321,15 @@ class LiveRuntime:
                     self._fail(engine, batch.requests, err)
                     continue
                 self._emit(batch)
+            if self.step_log is not None:
+                self._log_step(batch, outcome, shape, now, self.clock() - start)
+
+    def _log_step(
+        self, batch: Batch, outcome: Any, shape: dict | None, now: float, wall: float
+    ) -> None:
+        line = {"t": round(now, 6), "service": batch.service, **(shape or {})}
+        line |= {"iterations": outcome.iterations, "executor_s": outcome.duration, "step_s": wall}
+        self.step_log.write(json.dumps(line) + "\n")
 
     def _emit(self, batch: Batch) -> None:
         for r in batch.requests:
@@ -364,3 +383,14 @@ class LiveRuntime:
             self.on_end(r)
         except Exception:
             log.exception("on_end hook failed")
+
+
+def batch_shape(batch: Batch) -> dict[str, float]:
+    """A batch's cost-model features (as the SimExecutor computes them), before it runs."""
+    lens = [r.context_tokens for r in batch.prefill]
+    return {
+        "prefill_tokens": sum(lens),
+        "prefill_sq_sum": float(sum(x * x for x in lens)),
+        "n_decode": len(batch.decode),
+        "decode_ctx_sum": sum(r.context_tokens for r in batch.decode),
+    }

@@ -107,7 +107,9 @@ def build_server(
             settings.kv_bytes,
             executor_factory or torch_executor_factory(settings.server.device),
         )
-        runtime = LiveRuntime(controller, settings.server.max_queue)
+        log = settings.server.step_log
+        step_log = open(log, "a", buffering=1) if log else None  # noqa: SIM115 (server-long)
+        runtime = LiveRuntime(controller, settings.server.max_queue, step_log=step_log)
     app = create_app(runtime, models, settings.server.drain_s)
     config = uvicorn.Config(
         app,

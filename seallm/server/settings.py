@@ -19,6 +19,8 @@ A serve YAML is a deployment config (`config.py`'s keys, or `preset: NAME`) plus
       ray_address: null      # backend ray: auto, HOST:PORT or ray://HOST:PORT; null starts a
                              # local Ray cluster
       ray_max_restarts: 3    # backend ray: replacement actors per group after failures
+      step_log: null         # a file: one JSON line per engine step (batch shape, executor and
+                             # wall seconds), for simulator validation (docs/validation.md)
 
 Live serving runs one group on one device: every service shares it, whatever the system (the
 `colocate` placement); the system picks the scheduler, the KV layout and the preemption.
@@ -57,6 +59,7 @@ class ServerSpec:
     backend: str = "inprocess"
     ray_address: str | None = None
     ray_max_restarts: int = 3
+    step_log: str | None = None
 
 
 @dataclass
@@ -77,6 +80,8 @@ class ServeSettings:
         c, s = self.config.cluster, self.server
         if s.backend not in BACKENDS:
             raise ConfigError(f"server.backend: {s.backend!r} is not one of {', '.join(BACKENDS)}")
+        if s.step_log is not None and (s.backend != "inprocess" or not isinstance(s.step_log, str)):
+            raise ConfigError("server.step_log: a file path, for backend: inprocess")
         restarts = s.ray_max_restarts
         if s.backend == "ray":
             if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
