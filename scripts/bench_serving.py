@@ -162,7 +162,11 @@ def main() -> None:
                 runs[f"x{scale:g}"].setdefault(f"({label}) {system}", []).append(doc["results"][0])
             if args.vllm_url:
                 path = out / f"c-vllm-cpu-x{scale:g}-r{rep}.json"
-                doc = bench(args.vllm_url, config, args, scale, path, fits)
+                if args.resume and path.exists():
+                    doc = json.loads(path.read_text())
+                else:
+                    print(f"{args.scenario} c-vllm-cpu-x{scale:g}-r{rep} ...", flush=True)
+                    doc = bench(args.vllm_url, config, args, scale, path, fits)
                 runs[f"x{scale:g}"].setdefault("(c) vllm-cpu", []).append(doc["results"][0])
     summary = {"scenario": args.scenario, "duration_s": args.duration, "runs": runs}
     summary["load_average_5min"] = loads

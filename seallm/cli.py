@@ -433,18 +433,29 @@ def profile_cmd(
     out: Annotated[Path, typer.Option(help="profile file to write")] = Path("profile.json"),
     repeats: Annotated[int, typer.Option(help="timings per point (median)")] = 3,
     quick: Annotated[bool, typer.Option(help="a small grid (smoke tests)")] = False,
+    from_step_log: Annotated[
+        Path | None,
+        typer.Option(help="fit to a server's step log (server.step_log) instead of timing"),
+    ] = None,
 ) -> None:
     """Time the real engine's prefill and decode iterations for each configured model on its
     device and write a profile; `seallm simulate --profile FILE` uses it instead of the
-    roofline cost model."""
+    roofline cost model. With --from-step-log, fit the steps a server logged while serving
+    (host work and contention included; docs/validation.md)."""
     from seallm.bench.profiler import Grid, grid_size, profile_models
     from seallm.executor.threads import reserve_for_engine, run_in_engine_thread
+    from seallm.profiled import profile_from_steps
     from seallm.server.launch import load_models
     from seallm.server.settings import default_settings, load_settings
 
-    reserve_for_engine()  # time in an engine thread set up as `seallm serve` runs its steps
     try:
         settings = load_settings(config) if config is not None else default_settings()
+        if from_step_log is not None:
+            model_of = {s.name: s.model_spec.name for s in settings.config.services}
+            prof = profile_from_steps(from_step_log, settings.server.device, model_of)
+            _report_profile(prof, out)
+            return
+        reserve_for_engine()  # before loading: time in an engine thread, as serve runs steps
         models = load_models(settings, announce=lambda m: console.print(m, highlight=False))
     except (ConfigError, ValueError) as err:
         raise _fail(err) from err
@@ -457,6 +468,10 @@ def profile_cmd(
                 models, device, grid, repeats, on_point=lambda s: bar.advance(task)
             )
         )
+    _report_profile(prof, out)
+
+
+def _report_profile(prof, out: Path) -> None:
     prof.save(out)
     for p in prof.profiles:
         err = [abs(p.predict(m) / m.seconds - 1) for m in p.measurements]

@@ -135,3 +135,33 @@ def test_step_log_of_a_live_server_fits_a_profile(tmp_path):
         profile_from_steps(tmp_path / "bad.jsonl", "cpu", {})
     with pytest.raises(ConfigError, match="step_log"):
         tiny_settings(step_log=str(log), backend="ray")
+
+
+def test_profile_command_fits_a_step_log(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from seallm.cli import app
+
+    log = tmp_path / "steps.jsonl"
+    lines = []
+    for m in synthetic("smollm2-135m").measurements:
+        shape = {
+            "prefill_tokens": m.prefill_tokens,
+            "prefill_sq_sum": m.prefill_sq_sum,
+            "n_decode": m.n_decode,
+            "decode_ctx_sum": m.decode_ctx_sum,
+        }
+        step = {"service": "smollm2-135m", **shape, "iterations": 1}
+        lines.append(json.dumps(step | {"executor_s": m.seconds, "step_s": 1.1 * m.seconds}))
+    log.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "p.json"
+    result = CliRunner().invoke(app, ["profile", "--from-step-log", str(log), "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "smollm2-135m: 13 points" in result.output
+    prof = Profile.load(out)
+    m = prof.profiles[0].measurements[0]
+    assert prof.profiles[0].predict(m) == pytest.approx(m.seconds, rel=1e-3)  # the wall times
+    bad = CliRunner().invoke(app, ["profile", "--from-step-log", str(tmp_path / "none.jsonl")])
+    assert bad.exit_code != 0 and "not a seallm step log" in " ".join(bad.output.split())
