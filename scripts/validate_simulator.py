@@ -82,6 +82,11 @@ def main() -> None:
     ap.add_argument("--port", type=int, default=8631)
     ap.add_argument("--out", type=Path, default=ROOT / "results" / "validation")
     ap.add_argument("--reuse", action="store_true", help="re-simulate the runs left in --out")
+    ap.add_argument(
+        "--server-profile",
+        action="store_true",
+        help="serve with server.profile (the live scheduler priced by the measured profile)",
+    )
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if not args.profile.exists():
@@ -152,7 +157,10 @@ def serve_and_bench(system: str, args, config_path: Path) -> dict:
     step_log.unlink(missing_ok=True)
     config = args.out / f"{args.scenario}-{system}.yaml"
     doc = yaml.safe_load(config_path.read_text())
-    config.write_text(yaml.safe_dump(doc | {"server": {"step_log": str(step_log)}}))
+    server = {"step_log": str(step_log)}
+    if args.server_profile:  # the server's scheduler prices its profiles as the simulator's
+        server["profile"] = str(args.profile)
+    config.write_text(yaml.safe_dump(doc | {"server": server}))
     proc = start_server(system, args.port, config, args.out / f"serve-{system}.log")
     try:
         # Every system gets the standalone probe's fit of the first (same SLO reference).

@@ -332,7 +332,6 @@ def serve_cmd(
     from seallm.server.launch import build_server
     from seallm.server.settings import default_settings, load_settings
 
-    reserve_for_engine()  # before loading: the engine thread gets the intra-op threads
     try:
         ray_options = {"backend": backend, "ray_address": address}
         overrides = {k: v for k, v in ray_options.items() if v is not None}
@@ -348,11 +347,13 @@ def serve_cmd(
         if address is not None:
             settings.server.ray_address = address
         settings.validate()
+        reserve_for_engine()  # before loading: the engine thread gets the intra-op threads
+        server = build_server(
+            settings, announce=lambda m: console.print(m, soft_wrap=True, highlight=False)
+        )
     except (ConfigError, ValueError) as err:
         raise _fail(err) from err
-    build_server(
-        settings, announce=lambda m: console.print(m, soft_wrap=True, highlight=False)
-    ).run()
+    server.run()
 
 
 @app.command("bench")

@@ -165,3 +165,32 @@ def test_profile_command_fits_a_step_log(tmp_path):
     assert prof.profiles[0].predict(m) == pytest.approx(m.seconds, rel=1e-3)  # the wall times
     bad = CliRunner().invoke(app, ["profile", "--from-step-log", str(tmp_path / "none.jsonl")])
     assert bad.exit_code != 0 and "not a seallm step log" in " ".join(bad.output.split())
+
+
+def test_server_profile_prices_the_live_schedulers_profiles(tmp_path):
+    """`server.profile`: the live scheduler's service profiles come from the measured profile
+    (as the simulator's do), not from the roofline; a bad file is a clear error."""
+    import httpx
+    from tiny_server import SMOL, running, tiny_settings
+
+    from seallm.cli import app
+    from seallm.profiled import ProfiledModelCost
+
+    path = tmp_path / "p.json"
+    Profile("cpu", [synthetic("tiny-llama"), synthetic("tiny-gemma3")]).save(path)
+    with running(tiny_settings(profile=str(path))) as srv:
+        engine = next(iter(srv.server.runtime.controller.engines.values()))
+        costs = {s: p.cost for s, p in engine.scheduler.profiles.items()}
+        assert all(isinstance(c, ProfiledModelCost) for c in costs.values())
+        assert costs[SMOL].iteration_time(0, 0.0, 1, 32) == pytest.approx(
+            TRUE["c0"] + TRUE["per_decode"] + TRUE["per_ctx"] * 32, rel=1e-3
+        )
+        body = {"model": SMOL, "prompt": "hello", "max_tokens": 4}
+        assert httpx.post(srv.url + "/v1/completions", json=body).status_code == 200
+    from typer.testing import CliRunner
+
+    (tmp_path / "bad.json").write_text("{}")
+    config = tmp_path / "serve.yaml"
+    config.write_text(f"preset: cpu-duo\nserver: {{profile: {tmp_path / 'bad.json'}}}\n")
+    bad = CliRunner().invoke(app, ["serve", "--config", str(config)])
+    assert bad.exit_code != 0 and "not a seallm profile" in " ".join(bad.output.split())

@@ -66,9 +66,12 @@ def live_group_engine(
     models: dict[str, LoadedModel],
     kv_pool_bytes: float,
     make_executor: ExecutorFactory,
+    cost: CostModel | None = None,
 ) -> GroupEngine:
-    """The GroupEngine of one planned group over real models (in-process or in a Ray actor)."""
-    cost = CostModel(config.cluster.device_spec)
+    """The GroupEngine of one planned group over real models (in-process or in a Ray actor).
+    `cost` prices iterations for the scheduler's service profiles: a measured profile
+    (`server.profile`) or, by default, the roofline of the cluster's device."""
+    cost = cost or CostModel(config.cluster.device_spec)
     wl = config.workload
     specs = {s: models[s].spec for s in group.services}
     kv = live_kv(system, group, specs, kv_pool_bytes, config)
@@ -105,16 +108,17 @@ def live_controller(
     models: dict[str, LoadedModel],
     kv_pool_bytes: float,
     executor_factory: ExecutorFactory | None = None,
+    cost: CostModel | None = None,
 ) -> Controller:
     """A Controller whose single group serves `models` (service name -> loaded model)."""
     missing = [s.name for s in config.services if s.name not in models]
     if missing:
         raise ValueError(f"no loaded model for service(s) {', '.join(missing)}")
     make_executor = executor_factory or torch_executor_factory()
-    cost = CostModel(config.cluster.device_spec)
+    cost = cost or CostModel(config.cluster.device_spec)
 
     def build(group: GroupPlan) -> GroupEngine:
-        return live_group_engine(config, system, group, models, kv_pool_bytes, make_executor)
+        return live_group_engine(config, system, group, models, kv_pool_bytes, make_executor, cost)
 
     plan = place_colocated(config, cost, service_loads(config))
     return Controller(config, system, cost, build, plan=plan, record=False)

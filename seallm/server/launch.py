@@ -106,6 +106,7 @@ def build_server(
             models,
             settings.kv_bytes,
             executor_factory or torch_executor_factory(settings.server.device),
+            measured_cost(settings),
         )
         log = settings.server.step_log
         step_log = open(log, "a", buffering=1) if log else None  # noqa: SIM115 (server-long)
@@ -146,3 +147,13 @@ class ServerThread:
     def stop(self, timeout: float = 60.0) -> None:
         self.server.should_exit = True
         self.thread.join(timeout)
+
+
+def measured_cost(settings: ServeSettings):
+    """The cost model of `server.profile` (None: the roofline)."""
+    if settings.server.profile is None:
+        return None
+    from seallm.profiled import Profile, ProfiledCostModel
+
+    profile = Profile.load(settings.server.profile)  # ValueError names the file
+    return ProfiledCostModel(settings.config.cluster.device_spec, profile)

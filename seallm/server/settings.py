@@ -21,6 +21,8 @@ A serve YAML is a deployment config (`config.py`'s keys, or `preset: NAME`) plus
       ray_max_restarts: 3    # backend ray: replacement actors per group after failures
       step_log: null         # a file: one JSON line per engine step (batch shape, executor and
                              # wall seconds), for simulator validation (docs/validation.md)
+      profile: null          # a measured profile (seallm profile) for the scheduler's service
+                             # profiles; default: the roofline of the cluster's device
 
 Live serving runs one group on one device: every service shares it, whatever the system (the
 `colocate` placement); the system picks the scheduler, the KV layout and the preemption.
@@ -60,6 +62,7 @@ class ServerSpec:
     ray_address: str | None = None
     ray_max_restarts: int = 3
     step_log: str | None = None
+    profile: str | None = None
 
 
 @dataclass
@@ -80,8 +83,17 @@ class ServeSettings:
         c, s = self.config.cluster, self.server
         if s.backend not in BACKENDS:
             raise ConfigError(f"server.backend: {s.backend!r} is not one of {', '.join(BACKENDS)}")
-        if s.step_log is not None and (s.backend != "inprocess" or not isinstance(s.step_log, str)):
-            raise ConfigError("server.step_log: a file path, for backend: inprocess")
+        for name in ("step_log", "profile"):
+            value = getattr(s, name)
+            if value is not None and (s.backend != "inprocess" or not isinstance(value, str)):
+                raise ConfigError(f"server.{name}: a file path, for backend: inprocess")
+        if s.profile is not None:
+            from seallm.profiled import Profile
+
+            try:
+                Profile.load(s.profile)
+            except ValueError as err:
+                raise ConfigError(f"server.profile: {err}") from err
         restarts = s.ray_max_restarts
         if s.backend == "ray":
             if isinstance(restarts, bool) or not isinstance(restarts, int) or restarts < 0:
