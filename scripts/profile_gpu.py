@@ -32,7 +32,7 @@ import torch
 from seallm.bench.profiler import Grid, profile_models
 from seallm.catalog import DEVICES, MODELS
 from seallm.costmodel import CostModel
-from seallm.models.loader import _loaded, build_module, byte_tokenizer
+from seallm.models.loader import random_model
 from seallm.profiled import Measurement
 from seallm.specs import ModelSpec
 
@@ -64,12 +64,8 @@ def hf_config(spec: ModelSpec, layers: int | None) -> dict:
     }
 
 
-def random_model(name: str, device: str, dtype: torch.dtype, layers: int | None):
-    cfg = hf_config(MODELS[name], layers)
-    module = build_module(cfg, device, dtype)
-    module.init_random(0)
-    # The byte tokenizer skips ids it does not know: detokenizing still runs, as it does live.
-    return _loaded(name, cfg, module, byte_tokenizer(), [], None)
+def catalog_model(name: str, device: str, dtype: torch.dtype, layers: int | None):
+    return random_model(name, hf_config(MODELS[name], layers), device, dtype)
 
 
 def fits(grid: Grid, kv_tokens: int) -> Grid:
@@ -84,7 +80,7 @@ def fits(grid: Grid, kv_tokens: int) -> Grid:
 BUSY_POINTS = ((1, 512), (16, 512), (64, 512), (256, 128))  # (decode requests, context each)
 
 
-def gpu_busy(lm, pool_gib: float, page_mib: float, steps: int = 5) -> list[dict]:
+def gpu_busy(lm, pool_gib: float, page_mib: float, kv_tokens: int, steps: int = 5) -> list[dict]:
     """Wall time, GPU kernel time and kernel launches of decode iterations (PyTorch profiler)."""
     from torch.profiler import ProfilerActivity, profile
 
@@ -92,12 +88,12 @@ def gpu_busy(lm, pool_gib: float, page_mib: float, steps: int = 5) -> list[dict]
 
     timer = ModelTimer(lm.name, lm, pool_gib * 2**30, int(page_mib * 2**20))
     out = []
-    for n, c in BUSY_POINTS:
-        reqs = timer._new(n, c)
-        timer._run(reqs, [])
-        timer._run([], reqs)  # warm
+    for n, c in (p for p in BUSY_POINTS if p[0] * (p[1] + 16) <= kv_tokens):
+        reqs = timer.new_requests(n, c)
+        timer.step(reqs, [])
+        timer.step([], reqs)  # warm
         with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
-            walls = [timer._run([], reqs) for _ in range(steps)]
+            walls = [timer.step([], reqs) for _ in range(steps)]
         events = prof.key_averages()
         kernel_us = sum(e.self_device_time_total for e in events)
         launches = sum(e.count for e in events if e.key.startswith("cudaLaunchKernel"))
@@ -110,7 +106,7 @@ def gpu_busy(lm, pool_gib: float, page_mib: float, steps: int = 5) -> list[dict]
                 "kernel_launches": launches // steps,
             }
         )
-        timer._free(reqs)
+        timer.free(reqs)
     return out
 
 
@@ -142,7 +138,7 @@ def main() -> None:
     profiles = []
     for name in args.models.split(","):
         t0 = time.perf_counter()
-        lm = random_model(name, args.device, dtype, args.layers)
+        lm = catalog_model(name, args.device, dtype, args.layers)
         spec = lm.spec
         kv_tokens = int(args.pool_gib * 2**30 // spec.kv_bytes_per_token)
         grid = fits(Grid.quick() if args.quick else GPU_GRID, kv_tokens)
@@ -177,7 +173,7 @@ def main() -> None:
                 }
             )
         if args.busy:
-            for b in gpu_busy(lm, args.pool_gib, args.page_mib):
+            for b in gpu_busy(lm, args.pool_gib, args.page_mib, kv_tokens):
                 m = Measurement(0, 0.0, b["n_decode"], b["n_decode"] * b["context"], 0.0)
                 b["roofline_ms"] = 1e3 * cost.iteration_time(0, 0.0, m.n_decode, m.decode_ctx_sum)
                 busy.append({"model": name, **b})

@@ -39,7 +39,7 @@ from seallm.metrics import ResultRow, summarize
 from seallm.placement import service_loads
 from seallm.placement.colocate import place_colocated
 from seallm.placement.demand import reference_cost
-from seallm.profiled import ModelProfile, Profile, ProfiledCostModel, profile_from_steps
+from seallm.profiled import Profile, ProfiledCostModel, profile_from_steps
 from seallm.request import Request, Status
 from seallm.runtime.sim import simulate
 from seallm.systems import get_system
@@ -173,15 +173,7 @@ def serve_and_bench(system: str, args, config_path: Path) -> dict:
 
 
 def steps_profile(logs: list[Path], device: str, model_of: dict[str, str]) -> ProfiledCostModel:
-    merged = [p for log in logs for p in profile_from_steps(log, device, model_of).profiles]
-    by_model: dict[str, ModelProfile] = {}
-    for p in merged:
-        if p.model in by_model:
-            by_model[p.model].measurements += p.measurements
-        else:
-            by_model[p.model] = p
-    profile = Profile(device, [p.fit() for p in by_model.values()])
-    return ProfiledCostModel(DEVICES[device], profile)
+    return ProfiledCostModel(DEVICES[device], profile_from_steps(logs, device, model_of))
 
 
 def step_times(path: Path, cost: ProfiledCostModel, cfg) -> dict[str, float]:

@@ -257,13 +257,18 @@ def config_from_dict(data: dict[str, Any]) -> Config:
     return cfg.validate()
 
 
-def load_config(path: str | Path) -> Config:
+def read_yaml(path: str | Path) -> Any:
+    """The YAML document at `path`, or a ConfigError that names the file."""
     try:
-        data = yaml.safe_load(Path(path).read_text())
+        return yaml.safe_load(Path(path).read_text())
     except OSError as err:
         raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
     except yaml.YAMLError as err:
         raise ConfigError(f"{path}: not valid YAML: {err}") from err
+
+
+def load_config(path: str | Path) -> Config:
+    data = read_yaml(path)
     try:
         return config_from_dict(data or {})
     except ConfigError as err:

@@ -10,12 +10,16 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from seallm.costmodel import ModelCost
 from seallm.request import Request
-from seallm.workload import LengthDistribution
+from seallm.workload import LengthDistribution, get_length_distribution
+
+if TYPE_CHECKING:
+    from seallm.config import Config
 
 OFFLINE_SAMPLES = 512  # length pairs drawn to estimate μ_s and σ_s before any request finishes
 WINDOW = 256  # finished requests the online refresh keeps per service
@@ -67,3 +71,19 @@ def offline_profile(
         float(times.std()),
         cost.iteration_time(0, 0.0, 1, ctx),
     )
+
+
+def service_profiles(config: Config, costs: dict[str, ModelCost]) -> dict[str, ServiceProfile]:
+    """The offline profile of each service of a group, from its configured lengths."""
+    wl = config.workload
+    return {
+        s: offline_profile(
+            s,
+            c,
+            get_length_distribution(
+                config.lengths_of(s), wl.max_prompt_tokens, wl.max_output_tokens
+            ),
+            config.seed,
+        )
+        for s, c in costs.items()
+    }

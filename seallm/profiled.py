@@ -16,6 +16,7 @@ stay the roofline's.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -99,14 +100,30 @@ class Profile:
 
 
 def profile_from_steps(
-    path: str | Path, device: str, model_of: dict[str, str], wall: bool = True
+    paths: str | Path | Sequence[str | Path],
+    device: str,
+    model_of: dict[str, str],
+    wall: bool = True,
 ) -> Profile:
-    """A profile fitted to a live server's step log (`server.step_log`): each step's wall
-    seconds as served (`wall`: host work and contention from the HTTP side included) or its
-    executor seconds. `model_of` maps the log's service names to model names."""
+    """A profile fitted to live servers' step logs (`server.step_log`; one path or several):
+    each step's wall seconds as served (`wall`: host work and contention from the HTTP side
+    included) or its executor seconds. `model_of` maps the logs' service names to models."""
+    paths = [paths] if isinstance(paths, str | Path) else list(paths)
     by_model: dict[str, list[Measurement]] = {}
+    for path in paths:
+        _read_steps(Path(path), model_of, wall, by_model)
+    if not by_model:
+        raise ValueError(f"{', '.join(map(str, paths))}: no single-iteration steps to fit")
+    profiles = [ModelProfile(name, 1, ms).fit() for name, ms in sorted(by_model.items())]
+    names = ", ".join(Path(p).name for p in paths)
+    return Profile(device, profiles, {"source": f"step log {names}", "wall": wall})
+
+
+def _read_steps(
+    path: Path, model_of: dict[str, str], wall: bool, by_model: dict[str, list[Measurement]]
+) -> None:
     try:
-        for line in Path(path).read_text().splitlines():
+        for line in path.read_text().splitlines():
             st = json.loads(line)
             if st["iterations"] != 1:
                 continue  # a fused run of decodes: not one iteration's shape
@@ -120,10 +137,6 @@ def profile_from_steps(
             by_model.setdefault(model_of.get(st["service"], st["service"]), []).append(m)
     except (OSError, KeyError, TypeError, ValueError) as err:
         raise ValueError(f"{path}: not a seallm step log ({err})") from err
-    if not by_model:
-        raise ValueError(f"{path}: no single-iteration steps to fit")
-    profiles = [ModelProfile(name, 1, ms).fit() for name, ms in sorted(by_model.items())]
-    return Profile(device, profiles, {"source": f"step log {Path(path).name}", "wall": wall})
 
 
 def _nnls(a: np.ndarray, b: np.ndarray) -> np.ndarray:

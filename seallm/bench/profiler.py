@@ -69,12 +69,12 @@ class ModelTimer:
         self.gen = torch.Generator().manual_seed(0)
         self.next_id = 0
 
-    def _new(self, n: int, prompt: int) -> list[Request]:
+    def new_requests(self, n: int, prompt: int) -> list[Request]:
         reqs = _requests(self.service, n, prompt, self.next_id, self.vocab, self.gen)
         self.next_id += n
         return reqs
 
-    def _run(self, prefill: list[Request], decode: list[Request]) -> float:
+    def step(self, prefill: list[Request], decode: list[Request]) -> float:
         for r in prefill:
             self.kv.allocate(r, r.context_tokens + 1)
         out = self.executor.execute(Batch(self.service, list(prefill), list(decode)), 0.0)
@@ -83,33 +83,33 @@ class ModelTimer:
             self.kv.allocate(r, r.context_tokens + 1)
         return out.duration
 
-    def _free(self, reqs: list[Request]) -> None:
+    def free(self, reqs: list[Request]) -> None:
         for r in reqs:
             self.kv.release(r)
 
     def prefill(self, n: int, prompt: int) -> Measurement:
-        reqs = self._new(n, prompt)
-        t = self._run(reqs, [])
-        self._free(reqs)
+        reqs = self.new_requests(n, prompt)
+        t = self.step(reqs, [])
+        self.free(reqs)
         return Measurement(n * prompt, float(n * prompt * prompt), 0, 0, t)
 
     def decode(self, n: int, context: int, steps: int) -> list[Measurement]:
-        reqs = self._new(n, context)
-        self._run(reqs, [])  # fill their KV (untimed)
+        reqs = self.new_requests(n, context)
+        self.step(reqs, [])  # fill their KV (untimed)
         out = []
         for _ in range(steps):
             ctx = sum(r.context_tokens for r in reqs)
-            out.append(Measurement(0, 0.0, n, ctx, self._run([], reqs)))
-        self._free(reqs)
+            out.append(Measurement(0, 0.0, n, ctx, self.step([], reqs)))
+        self.free(reqs)
         return out
 
     def mixed(self, n_prefill: int, prompt: int, n_decode: int) -> Measurement:
-        running = self._new(n_decode, 64)
-        self._run(running, [])
-        fresh = self._new(n_prefill, prompt)
+        running = self.new_requests(n_decode, 64)
+        self.step(running, [])
+        fresh = self.new_requests(n_prefill, prompt)
         ctx = sum(r.context_tokens for r in running)
-        t = self._run(fresh, running)
-        self._free(running + fresh)
+        t = self.step(fresh, running)
+        self.free(running + fresh)
         return Measurement(n_prefill * prompt, float(n_prefill * prompt * prompt), n_decode, ctx, t)
 
 

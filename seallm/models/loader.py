@@ -335,15 +335,25 @@ TINY_CONFIGS: dict[str, dict[str, Any]] = {
 
 
 def tiny_model(arch: str, seed: int = 0, device: str | torch.device = "cpu") -> LoadedModel:
-    """A random-weight model of a tiny config with a byte-level tokenizer (loads in ms)."""
+    """A random-weight model of a tiny config with a byte-level tokenizer (loads in ms). The
+    weights are drawn on the CPU, so they are the same whatever the device."""
     if arch not in TINY_CONFIGS:
         raise ValueError(f"arch: {arch!r} is not one of {', '.join(TINY_CONFIGS)}")
-    cfg = dict(TINY_CONFIGS[arch])
-    module = build_module(cfg, "cpu", torch.float32)
+    lm = random_model(f"tiny-{arch}", dict(TINY_CONFIGS[arch]), "cpu", torch.float32, seed)
+    lm.module.to(device)
+    return lm
+
+
+def random_model(
+    name: str, cfg: dict[str, Any], device: str | torch.device, dtype: torch.dtype, seed: int = 0
+) -> LoadedModel:
+    """A model of Hugging Face config `cfg` with random weights drawn on `device` and the
+    byte-level tokenizer: for tests, and for timing full-size shapes (an iteration's time does
+    not depend on the weights' values)."""
+    module = build_module(cfg, device, dtype)
     module.init_random(seed)
-    module.to(device)
     tok = byte_tokenizer()
-    return _loaded(f"tiny-{arch}", cfg, module, tok, [tok.eos_token_id], None)
+    return _loaded(name, cfg, module, tok, [tok.eos_token_id], None)
 
 
 def byte_tokenizer() -> Any:

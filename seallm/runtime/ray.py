@@ -35,7 +35,7 @@ from seallm.request import Request, Status
 from seallm.runtime.live import LiveRuntime, ShuttingDown, Stream
 from seallm.runtime.ray_actor import Report, Update
 from seallm.runtime.ray_group import RemoteGroup, actor_spawner, cluster_nodes, connect
-from seallm.runtime.torch_engines import live_kv
+from seallm.runtime.sim import group_kv
 from seallm.server.settings import ServeSettings
 
 if TYPE_CHECKING:
@@ -409,7 +409,7 @@ def ray_runtime(
 
     def remote_group(group: GroupPlan) -> GroupEngine:
         specs = {s: models[s].spec for s in group.services}
-        layout = live_kv(system, group, specs, settings.kv_bytes, config)
+        layout = group_kv(system, group, specs, settings.kv_bytes, config)
         return cast(
             "GroupEngine", RemoteGroup(group, specs, layout, system.scheduler, config.engine, spawn)
         )

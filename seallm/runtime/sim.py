@@ -28,10 +28,11 @@ from seallm.executor.spatial import ResourceCost, SpatialExecutor
 from seallm.kvcache import PagedKVCache, StaticKVCache, UnifiedKVCache
 from seallm.placement.demand import kv_bytes
 from seallm.placement.plan import GroupPlan, Plan
-from seallm.profile import offline_profile
+from seallm.profile import service_profiles
 from seallm.request import Request
 from seallm.scheduling import make_scheduler
-from seallm.workload import TraceRecord, get_length_distribution
+from seallm.specs import ModelSpec
+from seallm.workload import TraceRecord
 
 
 @dataclass
@@ -43,38 +44,33 @@ class SimResult:
     controller: Controller
 
 
-def make_kv(config: Config, system: SystemSpec, group: GroupPlan) -> PagedKVCache:
-    models = {s: config.service(s).model_spec for s in group.services}
-    pool = config.engine.kv_pool_bytes or kv_bytes(list(models.values()), group.size, config)
+def group_kv(
+    system: SystemSpec, group: GroupPlan, specs: dict[str, ModelSpec], pool: float, config: Config
+) -> PagedKVCache:
+    """The group's KV cache in the system's layout (the simulator's and the live engines')."""
     if system.kv == "unified":
-        return UnifiedKVCache(models, group.size, pool, config.engine.page_bytes)
+        return UnifiedKVCache(specs, group.size, pool, config.engine.page_bytes)
     if system.kv == "static":
         shares = (
             dict(zip(group.services, group.kv_shares, strict=True)) if group.kv_shares else None
         )
-        return StaticKVCache(models, group.size, pool, config.engine.block_tokens, shares)
+        return StaticKVCache(specs, group.size, pool, config.engine.block_tokens, shares)
     raise ValueError(f"kv: {system.kv!r} is not one of static, unified")
+
+
+def make_kv(config: Config, system: SystemSpec, group: GroupPlan) -> PagedKVCache:
+    models = {s: config.service(s).model_spec for s in group.services}
+    pool = config.engine.kv_pool_bytes or kv_bytes(list(models.values()), group.size, config)
+    return group_kv(system, group, models, pool, config)
 
 
 def sim_engine_factory(
     config: Config, system: SystemSpec, cost: CostModel, fuse: bool = True
 ) -> Callable[[GroupPlan], GroupEngine]:
-    wl = config.workload
-
     def build(group: GroupPlan) -> GroupEngine:
         models = {s: config.service(s).model_spec for s in group.services}
         costs = {s: cost.for_model(m, group.size) for s, m in models.items()}
-        profiles = {
-            s: offline_profile(
-                s,
-                c,
-                get_length_distribution(
-                    config.lengths_of(s), wl.max_prompt_tokens, wl.max_output_tokens
-                ),
-                config.seed,
-            )
-            for s, c in costs.items()
-        }
+        profiles = service_profiles(config, costs)
         engine_cls, executor = GroupEngine, SimExecutor(costs)
         if system.engine == "spatial":  # MuxServe: a prefill and decodes share the group
             engine_cls = SpatialEngine

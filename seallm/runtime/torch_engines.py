@@ -18,36 +18,18 @@ from seallm.controller import Controller
 from seallm.costmodel import CostModel
 from seallm.engine import GroupEngine
 from seallm.executor.base import Executor
-from seallm.kvcache import PagedKVCache, StaticKVCache, UnifiedKVCache
+from seallm.kvcache import PagedKVCache
 from seallm.placement import service_loads
 from seallm.placement.colocate import place_colocated
 from seallm.placement.plan import GroupPlan
-from seallm.profile import offline_profile
+from seallm.profile import service_profiles
+from seallm.runtime.sim import group_kv
 from seallm.scheduling import make_scheduler
-from seallm.specs import ModelSpec
-from seallm.workload import get_length_distribution
 
 if TYPE_CHECKING:
     from seallm.models.loader import LoadedModel
 
 ExecutorFactory = Callable[[dict[str, "LoadedModel"], PagedKVCache], Executor]
-
-
-def live_kv(
-    system: SystemSpec,
-    group: GroupPlan,
-    specs: dict[str, ModelSpec],
-    pool_bytes: float,
-    config: Config,
-) -> PagedKVCache:
-    if system.kv == "unified":
-        return UnifiedKVCache(specs, group.size, pool_bytes, config.engine.page_bytes)
-    if system.kv == "static":
-        shares = (
-            dict(zip(group.services, group.kv_shares, strict=True)) if group.kv_shares else None
-        )
-        return StaticKVCache(specs, group.size, pool_bytes, config.engine.block_tokens, shares)
-    raise ValueError(f"kv: {system.kv!r} is not one of static, unified")
 
 
 def torch_executor_factory(device: str = "cpu") -> ExecutorFactory:
@@ -72,21 +54,10 @@ def live_group_engine(
     `cost` prices iterations for the scheduler's service profiles: a measured profile
     (`server.profile`) or, by default, the roofline of the cluster's device."""
     cost = cost or CostModel(config.cluster.device_spec)
-    wl = config.workload
     specs = {s: models[s].spec for s in group.services}
-    kv = live_kv(system, group, specs, kv_pool_bytes, config)
+    kv = group_kv(system, group, specs, kv_pool_bytes, config)
     costs = {s: cost.for_model(m, group.size) for s, m in specs.items()}
-    profiles = {
-        s: offline_profile(
-            s,
-            c,
-            get_length_distribution(
-                config.lengths_of(s), wl.max_prompt_tokens, wl.max_output_tokens
-            ),
-            config.seed,
-        )
-        for s, c in costs.items()
-    }
+    profiles = service_profiles(config, costs)
     return GroupEngine(
         group.id,
         specs,

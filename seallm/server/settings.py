@@ -37,9 +37,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from seallm.config import Config, ConfigError, SystemSpec, config_from_dict
+from seallm.config import Config, ConfigError, SystemSpec, config_from_dict, read_yaml
 from seallm.presets import get_preset
 from seallm.systems import get_system
 
@@ -155,12 +153,7 @@ def settings_from_dict(data: dict[str, Any]) -> ServeSettings:
 def load_settings(path: str | Path, server: dict[str, Any] | None = None) -> ServeSettings:
     """The serve YAML at `path`; `server` overrides keys of its server section (command-line
     options) before it is checked, since some (backend) decide what is valid."""
-    try:
-        data = yaml.safe_load(Path(path).read_text())
-    except OSError as err:
-        raise ConfigError(f"{path}: cannot read config: {err.strerror}") from err
-    except yaml.YAMLError as err:
-        raise ConfigError(f"{path}: not valid YAML: {err}") from err
+    data = read_yaml(path)
     if data is not None and not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = dict(data or {})
