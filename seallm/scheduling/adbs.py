@@ -36,11 +36,10 @@ from __future__ import annotations
 import math
 
 from seallm.config import EngineSpec
-from seallm.executor.base import Batch, StepOutcome
 from seallm.kvcache import PagedKVCache
 from seallm.profile import ServiceProfile
 from seallm.request import Request
-from seallm.scheduling.base import Decision, EngineState, fit_decode, register
+from seallm.scheduling.base import Decision, EngineState, StatelessHooks, fit_decode, register
 
 ADAPT_S = 8.0  # seconds between quota adaptations (MuxServe's adapt_interval)
 BUSY = 0.9  # an LLM using this share of its quota or more is utilized
@@ -48,7 +47,7 @@ KEEP = 0.95  # an under-utilized LLM keeps (its use + 5%) of its quota
 GROW = 0.1  # a utilized LLM asks for this share of its use more
 
 
-class ADBSScheduler:
+class ADBSScheduler(StatelessHooks):
     name = "adbs"
 
     def __init__(self, profiles: dict[str, ServiceProfile], limits: EngineSpec) -> None:
@@ -57,21 +56,6 @@ class ADBSScheduler:
         self.quota: dict[str, int] = {}  # pages; set at the first decision (needs the cache)
         self.next_adapt = ADAPT_S
         self.turn = len(self.services) - 1  # the LLM that prefilled last
-
-    # -- hooks ---------------------------------------------------------------------------------
-    def admit(self, req: Request, now: float) -> None:
-        pass
-
-    def preempted(self, req: Request) -> None:
-        pass
-
-    def release(self, req: Request) -> None:
-        pass
-
-    def account(self, batch: Batch, outcome: StepOutcome, now: float) -> None:
-        for r in batch.requests:
-            r.attained += outcome.duration
-            r.last_run = now
 
     # -- quotas --------------------------------------------------------------------------------
     def init_quota(self, kv: PagedKVCache) -> None:

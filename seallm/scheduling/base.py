@@ -66,6 +66,25 @@ class Scheduler(Protocol):
         """`req` left the engine (finished, aborted or drained)."""
 
 
+class StatelessHooks:
+    """The hooks of a policy that keeps no per-request state (FCFS, ADBS): requests are only
+    charged the service they attained and stamped with when they last ran."""
+
+    def admit(self, req: Request, now: float) -> None:
+        pass
+
+    def preempted(self, req: Request) -> None:
+        pass
+
+    def release(self, req: Request) -> None:
+        pass
+
+    def account(self, batch: Batch, outcome: StepOutcome, now: float) -> None:
+        for r in batch.requests:
+            r.attained += outcome.duration
+            r.last_run = now
+
+
 # A factory gets the group's service profiles and engine limits.
 SchedulerFactory = Callable[[dict[str, ServiceProfile], EngineSpec], Scheduler]
 SCHEDULERS: dict[str, SchedulerFactory] = {}

@@ -11,33 +11,18 @@ baseline) are served one model per iteration: the model of the oldest request.
 from __future__ import annotations
 
 from seallm.config import EngineSpec
-from seallm.executor.base import Batch, StepOutcome
 from seallm.profile import ServiceProfile
 from seallm.request import Request
-from seallm.scheduling.base import Decision, EngineState, fit_decode, register
+from seallm.scheduling.base import Decision, EngineState, StatelessHooks, fit_decode, register
 
 
-class FCFSScheduler:
+class FCFSScheduler(StatelessHooks):
     name = "fcfs"
 
     def __init__(
         self, profiles: dict[str, ServiceProfile] | None = None, limits: EngineSpec | None = None
     ) -> None:
         pass  # FCFS needs neither profiles nor limits; the signature is the factory's
-
-    def admit(self, req: Request, now: float) -> None:
-        pass
-
-    def preempted(self, req: Request) -> None:
-        pass
-
-    def release(self, req: Request) -> None:
-        pass
-
-    def account(self, batch: Batch, outcome: StepOutcome, now: float) -> None:
-        for r in batch.requests:
-            r.attained += outcome.duration
-            r.last_run = now
 
     def schedule(self, state: EngineState, now: float) -> Decision:
         # The model of the oldest request runs; if it can do nothing (its memory is held by
