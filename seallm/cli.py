@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import sys
+import textwrap
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
@@ -17,16 +19,46 @@ from seallm.config import Config, ConfigError, load_config
 from seallm.costmodel import CostModel
 from seallm.metrics import GroupRow, ResultRow, group_rows, per_service, summarize
 from seallm.placement import get_placement, service_loads
-from seallm.presets import get_preset
+from seallm.presets import PRESETS, get_preset
 from seallm.runtime.sim import SimResult, simulate
-from seallm.systems import get_system, resolve_systems
+from seallm.systems import SYSTEMS, get_system, resolve_systems
 from seallm.workload import WorkloadError
 
+# Plain (click) help: typer's rich help prints a type column that reads `<bool>` beside every
+# flag, --help included; click's lists a flag as a flag and options as `--name <type>`.
 app = typer.Typer(
-    add_completion=False, no_args_is_help=True, help="seallm: many LLMs, shared GPUs, low latency."
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="seallm: many LLMs, shared GPUs, low latency.",
 )
+config_app = typer.Typer(
+    add_completion=False,
+    no_args_is_help=True,
+    rich_markup_mode=None,
+    help="Show the named deployments (presets) as YAML configs.",
+)
+app.add_typer(config_app, name="config")
 console = Console(stderr=True)
 out = Console(width=None if sys.stdout.isatty() else 160)
+
+PRESET_HELP = f"a named deployment: {' | '.join(PRESETS)}  [default: paper32]"
+# The systems' names, under a command's options (\b: click keeps these lines as they are).
+SYSTEMS_EPILOG = "\b\n" + textwrap.fill(
+    "Systems: " + ", ".join(SYSTEMS) + ".",
+    width=78,
+    subsequent_indent="  ",
+    break_on_hyphens=False,
+    break_long_words=False,
+)
+# The footnote of every result table (metrics.py states the definition).
+SLOWDOWN_NOTE = (
+    "slowdown = latency / standalone latency on the service's smallest group (can be < 1 "
+    "where a system runs a service on a larger group)"
+)
+BENCH_SLOWDOWN_NOTE = (
+    "slowdown = latency / standalone latency, measured by solo probes on the idle server"
+)
 
 
 def _load(config: Path | None, preset: str | None) -> Config:
@@ -57,9 +89,16 @@ ROW_COLUMNS = [
 ]
 
 
-def print_rows(rows: list[ResultRow], title: str, first: str = "system") -> None:
-    table = Table(title=title)
-    cols = [(first, first, "{}"), *ROW_COLUMNS[1:]] if first != "system" else ROW_COLUMNS
+def print_rows(
+    rows: list[ResultRow], title: str, first: str = "system", note: str = SLOWDOWN_NOTE
+) -> None:
+    """A table of result rows, `note` under it. Per-service tables (`first="service"`) leave
+    out the wall time: it is the whole run's, not a service's."""
+    table = Table(title=title, caption=note or None, caption_justify="left")
+    if first == "system":
+        cols = ROW_COLUMNS
+    else:
+        cols = [(first, first, "{}"), *(c for c in ROW_COLUMNS[1:] if c[0] != "wall_seconds")]
     for _, header, _ in cols:
         table.add_column(header, justify="right")
     for row in rows:
@@ -67,11 +106,13 @@ def print_rows(rows: list[ResultRow], title: str, first: str = "system") -> None
     out.print(table)
 
 
-@app.command("simulate")
+@app.command("simulate", epilog=SYSTEMS_EPILOG)
 def simulate_cmd(
     config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
-    preset: Annotated[str | None, typer.Option(help="paper32 | h100x8 | cpu-duo")] = None,
-    system: Annotated[str, typer.Option(help="a system name, a comma list, or all")] = "all",
+    preset: Annotated[str | None, typer.Option(help=PRESET_HELP, show_default=False)] = None,
+    system: Annotated[
+        str, typer.Option(help="a system (see below), a comma list of systems, or all")
+    ] = "all",
     trace: Annotated[Path | None, typer.Option(help="replay this trace's arrivals")] = None,
     rate_scale: Annotated[float, typer.Option(help="multiply every arrival rate")] = 1.0,
     slo_scale: Annotated[
@@ -80,7 +121,7 @@ def simulate_cmd(
     duration: Annotated[float | None, typer.Option(help="seconds of arrivals")] = None,
     seed: Annotated[int | None, typer.Option(help="workload seed")] = None,
     json_out: Annotated[
-        str | None, typer.Option("--json", help="write results; - for stdout")
+        str | None, typer.Option("--json", metavar="<file>", help="write results; - for stdout")
     ] = None,
     plot: Annotated[Path | None, typer.Option(help="write PNG plots into this folder")] = None,
     per_service_table: Annotated[
@@ -90,7 +131,11 @@ def simulate_cmd(
         Path | None, typer.Option(help="measured profile (seallm profile) for iteration times")
     ] = None,
 ) -> None:
-    """Simulate systems on one workload (all in one run, same arrivals) and compare them."""
+    """Simulate serving systems on one workload and compare them.
+
+    Every system of one run sees the same arrivals. Prints one result row per system (and per
+    service with --per-service); --json and --plot write them to files.
+    """
     try:
         cfg = _load(config, preset)
         if duration is not None:
@@ -140,8 +185,12 @@ def simulate_cmd(
     slo = {s.name: s.slo_scale for s in cfg.services}
     rows = [summarize(r.requests, slo, r.end_time, r.system.name, r.wall_seconds) for r in results]
     print_rows(rows, f"{cfg.name} (rate x{rate_scale:g}, {len(records)} requests)")
-    svc_rows = {
-        r.system.name: per_service(r.requests, slo, r.end_time, r.system.name, slo) for r in results
+    svc_rows = {  # a service's row carries its system's wall time (the run's, not the service's)
+        r.system.name: [
+            replace(row, wall_seconds=r.wall_seconds)
+            for row in per_service(r.requests, slo, r.end_time, r.system.name, slo)
+        ]
+        for r in results
     }
     groups = {
         r.system.name: group_rows(r.system.name, r.controller.engines.values(), r.end_time)
@@ -149,7 +198,7 @@ def simulate_cmd(
     }
     if per_service_table:
         for name, srows in svc_rows.items():
-            print_rows(srows, f"{name}: per service", first="service")
+            print_rows(srows, f"{name}: per service", first="service", note="")
         print_groups([g for rows in groups.values() for g in rows])
     if json_out is not None:
         doc = {
@@ -166,7 +215,9 @@ def simulate_cmd(
         else:
             Path(json_out).write_text(text + "\n")
     if plot is not None:
-        _plots(results, svc_rows, plot)
+        _plots(
+            results, svc_rows, plot, f"{cfg.name}, rate x{rate_scale:g}, {len(records)} requests"
+        )
 
 
 def print_groups(rows: list[GroupRow]) -> None:
@@ -209,10 +260,13 @@ def _progress() -> Progress:
         TimeElapsedColumn(),
         console=console,
         transient=True,
+        disable=not console.is_terminal,  # a log or a pipe gets no bar (nor blank lines)
     )
 
 
-def _plots(results: list[SimResult], svc_rows: dict[str, list[ResultRow]], out: Path) -> None:
+def _plots(
+    results: list[SimResult], svc_rows: dict[str, list[ResultRow]], out: Path, run: str
+) -> None:
     from seallm.bench.plots import latency_cdf, per_service_bars
 
     out.mkdir(parents=True, exist_ok=True)
@@ -221,25 +275,38 @@ def _plots(results: list[SimResult], svc_rows: dict[str, list[ResultRow]], out: 
         for r in results
     }
     paths = [
-        latency_cdf(lat, out / "latency_cdf.png"),
+        latency_cdf(lat, out / "latency_cdf.png", f"Latency CDF of completed requests ({run})"),
         per_service_bars(
-            svc_rows, "mean_normalized_latency", out / "per_service_norm_latency.png", "s/token"
+            svc_rows,
+            "mean_normalized_latency",
+            out / "per_service_norm_latency.png",
+            title=f"Mean normalized latency per service ({run}); lower is better",
         ),
-        per_service_bars(svc_rows, "slo_attainment", out / "per_service_slo.png", "SLO attainment"),
+        per_service_bars(
+            svc_rows,
+            "slo_attainment",
+            out / "per_service_slo.png",
+            title=f"SLO attainment per service ({run}); higher is better",
+        ),
     ]
     for p in paths:
         console.print(f"wrote {p}")
 
 
-@app.command("plan")
+@app.command("plan", epilog=SYSTEMS_EPILOG)
 def plan_cmd(
     config: Annotated[Path | None, typer.Option(help="YAML config file")] = None,
-    preset: Annotated[str | None, typer.Option(help="paper32 | h100x8 | cpu-duo")] = None,
-    system: Annotated[str, typer.Option(help="system whose placement to show")] = "vllm",
+    preset: Annotated[str | None, typer.Option(help=PRESET_HELP, show_default=False)] = None,
+    system: Annotated[
+        str, typer.Option(help="the system whose placement to show (see below)")
+    ] = "seallm",
     rate_scale: Annotated[float, typer.Option(help="multiply every arrival rate")] = 1.0,
 ) -> None:
-    """Print the placement plan a system computes, with the placement estimator's view of
-    each group: utilization, and each service's normalized latency and SLO attainment."""
+    """Print the placement plan a system computes.
+
+    One row per group: its GPUs and services, and the placement estimator's view of it
+    (utilization, each service's normalized latency and SLO attainment).
+    """
     import time
 
     from seallm.placement.demand import kv_bytes
@@ -290,16 +357,32 @@ def plan_cmd(
 
 @app.command("experiment")
 def experiment_cmd(
-    name: Annotated[str, typer.Argument(help="shared-group | paper")],
+    name: Annotated[str, typer.Argument(help="shared-group or paper", metavar="NAME")],
     out: Annotated[Path, typer.Option(help="folder for JSON and PNG results")] = Path("results"),
-    quick: Annotated[bool, typer.Option(help="a smaller sweep (for smoke tests)")] = False,
-    duration: Annotated[float | None, typer.Option(help="seconds of arrivals per run")] = None,
-    seeds: Annotated[int | None, typer.Option(help="workload seeds per point (averaged)")] = None,
-    sweeps: Annotated[str | None, typer.Option(help="paper: comma list of sweeps")] = None,
-    systems: Annotated[str | None, typer.Option(help="paper: comma list of systems")] = None,
-    jobs: Annotated[int | None, typer.Option(help="paper: parallel simulations")] = None,
+    quick: Annotated[
+        bool, typer.Option("--quick", help="a smaller sweep, for smoke tests (paper: <= 60 s)")
+    ] = False,
+    duration: Annotated[float, typer.Option(help="seconds of arrivals per run")] = 600.0,
+    seeds: Annotated[
+        int | None,
+        typer.Option(help="workload seeds per point, averaged  [default: 3 shared-group, 1 paper]"),
+    ] = None,
+    sweeps: Annotated[
+        str | None,
+        typer.Option(help="paper: comma list of sweeps  [default: rate,slo,cv,services]"),
+    ] = None,
+    systems: Annotated[
+        str | None,
+        typer.Option(help="paper: comma list of systems  [default: seallm, baselines, ablations]"),
+    ] = None,
+    jobs: Annotated[
+        int | None, typer.Option(help="paper: parallel simulations  [default: the CPU count]")
+    ] = None,
 ) -> None:
-    """Run a named experiment: tables on the terminal, JSON and PNG plots in --out."""
+    """Run a named experiment (shared-group or paper).
+
+    Prints its tables and writes JSON, Markdown and PNG plots into --out.
+    """
     from seallm.bench.experiments import EXPERIMENTS
 
     if name not in EXPERIMENTS:
@@ -312,12 +395,15 @@ def experiment_cmd(
         raise _fail(err) from err
 
 
-@app.command("serve")
+@app.command("serve", epilog=SYSTEMS_EPILOG)
 def serve_cmd(
     config: Annotated[Path | None, typer.Option(help="serve YAML (default: cpu-duo)")] = None,
     host: Annotated[str | None, typer.Option(help="address to bind")] = None,
     port: Annotated[int | None, typer.Option(help="port (0: any free port)")] = None,
-    system: Annotated[str | None, typer.Option(help="seallm | vllm | another system")] = None,
+    system: Annotated[
+        str | None,
+        typer.Option(help="the serving system (see below)  [default: seallm]"),
+    ] = None,
     backend: Annotated[
         str | None, typer.Option(help="inprocess (default) | ray: one Ray actor per group")
     ] = None,
@@ -325,9 +411,12 @@ def serve_cmd(
         str | None, typer.Option(help="backend ray: the cluster (auto, HOST:PORT); none: local")
     ] = None,
 ) -> None:
-    """Serve the config's models behind an OpenAI-compatible API (default: cpu-duo, the two
-    real small models on this CPU, with the seallm system). With --backend ray, each group of
-    the system's placement runs in a Ray actor (docs/ray.md)."""
+    """Serve the config's models behind an OpenAI-compatible API.
+
+    By default the cpu-duo deployment (the two real small models on this CPU) with the seallm
+    system, on http://127.0.0.1:8000/v1. With --backend ray, each group of the system's
+    placement runs in a Ray actor (docs/ray.md).
+    """
     from seallm.executor.threads import reserve_for_engine
     from seallm.server.launch import build_server
     from seallm.server.settings import default_settings, load_settings
@@ -359,10 +448,15 @@ def serve_cmd(
 @app.command("bench")
 def bench_cmd(
     base_url: Annotated[
-        list[str], typer.Option(help="server URL; repeat to route models to several servers")
+        list[str],
+        typer.Option(metavar="<url>", help="server URL; repeat to route models to several servers"),
     ],
     workload: Annotated[
-        str | None, typer.Option(help="PRESET[,key=value...] (default cpu-duo's workload)")
+        str | None,
+        typer.Option(
+            help="PRESET or FILE, then ,key=value workload overrides  [default: cpu-duo's "
+            "workload at rate=0.3 req/s, what the default server on 2 CPU cores serves]"
+        ),
     ] = None,
     trace: Annotated[Path | None, typer.Option(help="replay this trace's arrivals")] = None,
     duration: Annotated[float, typer.Option(help="seconds of arrivals")] = 60.0,
@@ -373,16 +467,20 @@ def bench_cmd(
         Path | None, typer.Option(help="reuse the standalone latencies of an earlier --json")
     ] = None,
     json_out: Annotated[
-        str | None, typer.Option("--json", help="write results; - for stdout")
+        str | None, typer.Option("--json", metavar="<file>", help="write results; - for stdout")
     ] = None,
 ) -> None:
-    """Replay a workload against OpenAI-compatible servers and report DESIGN.md's metrics
-    (standalone latency measured by solo probes first; see seallm/bench/standalone.py)."""
+    """Replay a workload against OpenAI-compatible servers.
+
+    First it measures each model's standalone latency with solo requests on the idle servers
+    (seallm/bench/standalone.py), then it sends every request at its arrival time and reports
+    DESIGN.md's metrics, overall and per service.
+    """
     import asyncio
 
     import httpx
 
-    from seallm.bench.serving import load_fits, run_bench, workload_config
+    from seallm.bench.serving import PHASES, ProgressLines, load_fits, run_bench, workload_config
 
     try:
         fits = load_fits(standalone_from) if standalone_from is not None else None
@@ -392,34 +490,36 @@ def bench_cmd(
     except (ConfigError, WorkloadError, ValueError) as err:
         raise _fail(err) from err
     console.print(
-        f"{len(records)} requests over {duration:g} s to {', '.join(base_url)}; "
+        f"{len(records)} requests over {duration:g} s ({cfg.name} workload, "
+        f"{cfg.workload.rate * rate_scale:g} req/s) to {', '.join(base_url)}; "
         "probing standalone latency first"
     )
-    with Progress(
-        TextColumn("requests"),
-        BarColumn(),
-        TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-        TimeElapsedColumn(),
-        console=console,
-        transient=True,
-    ) as bar:
-        task = bar.add_task("bench", total=len(records))
-        try:
-            res = asyncio.run(
-                run_bench(
-                    base_url,
-                    cfg,
-                    records,
-                    label,
-                    lambda done, total: bar.update(task, completed=done),
-                    seed,
-                    fits,
+    # A bar on a terminal; plain lines every 10 s where stderr is a log or a pipe.
+    with contextlib.ExitStack() as stack:
+        if console.is_terminal:
+            bar = stack.enter_context(
+                Progress(
+                    TextColumn("{task.description}"),
+                    BarColumn(),
+                    TextColumn("{task.completed:.0f}/{task.total:.0f}"),
+                    TimeElapsedColumn(),
+                    console=console,
+                    transient=True,
                 )
             )
+            task = bar.add_task(PHASES["probing"], total=1)
+
+            def progress(phase: str, done: int, total: int) -> None:
+                bar.update(task, description=PHASES[phase], completed=done, total=total)
+        else:
+            progress = ProgressLines()
+        try:
+            res = asyncio.run(run_bench(base_url, cfg, records, label, progress, seed, fits))
         except (ConfigError, OSError, httpx.HTTPError) as err:
             raise _fail(err) from err
-    print_rows([res.row], f"bench: {cfg.name} workload, {len(records)} requests")
-    print_rows(res.per_service, "per service", first="service")
+    title = f"bench: {cfg.name} workload, {len(records)} requests"
+    print_rows([res.row], title, note=BENCH_SLOWDOWN_NOTE)
+    print_rows(res.per_service, "per service", first="service", note="")
     if json_out is not None:
         text = json.dumps(res.to_dict(cfg.name), indent=2)
         if json_out == "-":
@@ -433,16 +533,19 @@ def profile_cmd(
     config: Annotated[Path | None, typer.Option(help="serve YAML (default: cpu-duo)")] = None,
     out: Annotated[Path, typer.Option(help="profile file to write")] = Path("profile.json"),
     repeats: Annotated[int, typer.Option(help="timings per point (median)")] = 3,
-    quick: Annotated[bool, typer.Option(help="a small grid (smoke tests)")] = False,
+    quick: Annotated[bool, typer.Option("--quick", help="a small grid (smoke tests)")] = False,
     from_step_log: Annotated[
         Path | None,
         typer.Option(help="fit to a server's step log (server.step_log) instead of timing"),
     ] = None,
 ) -> None:
-    """Time the real engine's prefill and decode iterations for each configured model on its
-    device and write a profile; `seallm simulate --profile FILE` uses it instead of the
-    roofline cost model. With --from-step-log, fit the steps a server logged while serving
-    (host work and contention included; docs/validation.md)."""
+    """Time the real engine's iterations and write a profile.
+
+    It times prefill and decode for each configured model on its device; `seallm simulate
+    --profile FILE` then uses the profile instead of the roofline cost model. With
+    --from-step-log, it fits the steps a server logged while serving instead (host work and
+    contention included; docs/validation.md).
+    """
     from seallm.bench.profiler import Grid, grid_size, profile_models
     from seallm.executor.threads import reserve_for_engine, run_in_engine_thread
     from seallm.profiled import profile_from_steps
@@ -481,6 +584,71 @@ def _report_profile(prof, out: Path) -> None:
             f"{sorted(err)[len(err) // 2]:.1%}"
         )
     console.print(f"wrote {out}")
+
+
+@config_app.command("show")
+def config_show_cmd(
+    name: Annotated[
+        str,
+        typer.Argument(
+            metavar="PRESET|FILE",
+            help=f"a preset ({', '.join(PRESETS)}) or a config YAML (preset: NAME plus overrides)",
+        ),
+    ],
+) -> None:
+    """Print a preset (or a config file, resolved) as a YAML config.
+
+    The output is itself a valid config: save it, edit it and pass it to --config, or keep
+    `preset: NAME` and write only the keys to change (a serve YAML also takes system: and
+    server:). For a file, its system: and server: keys are left out.
+    """
+    from seallm.config import config_from_dict as from_dict
+    from seallm.config import dump_config, read_yaml
+
+    try:
+        if name in PRESETS:
+            cfg = get_preset(name)
+            head = f"# seallm preset {name}: {_first_line(PRESETS[name].__doc__)}\n"
+        elif Path(name).is_file():
+            data = read_yaml(name) or {}
+            if not isinstance(data, dict):
+                raise ConfigError(f"{name}: expected a mapping at the top level")
+            try:
+                cfg = from_dict({k: v for k, v in data.items() if k not in ("system", "server")})
+            except ConfigError as err:
+                raise ConfigError(f"{name}: {err}") from err
+            head = f"# {name}, resolved\n"
+        else:
+            raise ConfigError(f"{name!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
+    except ConfigError as err:
+        raise _fail(err) from err
+    sys.stdout.write(head + dump_config(cfg))
+
+
+@config_app.command("list")
+def config_list_cmd() -> None:
+    """List the presets: cluster, services, load and duration."""
+    table = Table(title="presets (seallm config show NAME prints one as YAML)")
+    for h in ["preset", "cluster", "services", "rate req/s", "duration s", "what it is"]:
+        table.add_column(h, justify="left" if h in ("preset", "what it is") else "right")
+    for name in PRESETS:
+        cfg = get_preset(name)
+        c = cfg.cluster
+        table.add_row(
+            name,
+            f"{c.num_nodes} x {c.gpus_per_node} {c.device}",
+            str(len(cfg.services)),
+            f"{cfg.workload.rate:g}",
+            f"{cfg.duration_s:g}",
+            _first_line(PRESETS[name].__doc__),
+        )
+    out.print(table)
+
+
+def _first_line(doc: str | None) -> str:
+    """A docstring's first sentence, on one line."""
+    text = " ".join((doc or "").split())
+    return text.split(". ")[0].rstrip(".") + "." if text else ""
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ come from a set, the valid choices.
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -71,6 +72,9 @@ class EngineSpec:
     page_bytes: int = 2 * 1024 * 1024  # unified KV page size per device
     max_fused_iterations: int = 256  # simulator only: identical decode iterations fused in one step
     ageing_s: float = 30.0  # priority schedulers: a request waiting this long runs next
+    # Rounds: another model's decode joins a round while it slows the round's
+    # highest-priority job by at most this fraction (inf: always; 0: only when free).
+    round_join_slowdown: float = math.inf
     swap_bytes_per_gpu: float = 4 * 1024**3  # host memory for swapped KV (vLLM's swap_space)
     # A fixed KV pool per group in bytes (what a live server is given), instead of what the
     # weights leave of the devices' memory; None: derived from memory.
@@ -107,7 +111,16 @@ class SystemSpec:
     preemption: str = "recompute"  # or "cost": swap or recompute, whichever is cheaper
     replacement: str | None = None
     description: str = ""
-    engine: str = "serial"  # "serial" (one model per iteration) or "spatial" (MuxServe's)
+    # How a group runs its co-located models (ENGINES): "temporal" (one model per step),
+    # "rounds" (every model may join a step's round, seallm), "spatial" (MuxServe's MPS
+    # processes under SM shares), "spatial-ideal" (its fluid upper bound).
+    engine: str = "temporal"
+    # Which arriving requests a group accepts: "all", or "slo-drop" (AlpaServe's: drop one
+    # predicted to miss its SLO; placement/alpaserve_admission.py).
+    admission: str = "all"
+
+
+ENGINES = ("temporal", "rounds", "spatial", "spatial-ideal")
 
 
 @dataclass
@@ -121,6 +134,11 @@ class Config:
     drain_s: float | None = None  # after the last arrival; default max(60, duration / 4)
     seed: int = 0
     slo_target: float = 0.9  # Δ: placement keeps each service's estimated SLO attainment >= Δ
+    # Two-stage placement: its best `placement_finalists` plans by estimate (plus the
+    # dedicated and muxserve plans) are each simulated on this many seconds of the expected
+    # workload, and the best simulated plan wins (0: the estimate decides alone).
+    placement_check_s: float = 20.0
+    placement_finalists: int = 2
     replacement: ReplacementSpec = field(default_factory=ReplacementSpec)
 
     def lengths_of(self, service: str) -> str:
@@ -171,8 +189,12 @@ class Config:
                     raise ConfigError(f"services[{i}].lengths: {err}") from err
         e = self.engine
         for f in dataclasses.fields(e):
-            if getattr(e, f.name) is not None:  # None: an optional limit left unset
-                _positive(f"engine.{f.name}", getattr(e, f.name))
+            if getattr(e, f.name) is not None and f.name != "round_join_slowdown":
+                _positive(f"engine.{f.name}", getattr(e, f.name))  # None: a limit left unset
+        if not e.round_join_slowdown >= 0:
+            raise ConfigError(
+                f"engine.round_join_slowdown must be >= 0, got {e.round_join_slowdown}"
+            )
         if not 0 < e.memory_utilization <= 1:
             raise ConfigError(
                 f"engine.memory_utilization must be in (0, 1], got {e.memory_utilization}"
@@ -191,6 +213,12 @@ class Config:
             )
         if not 0 <= self.slo_target <= 1:
             raise ConfigError(f"slo_target must be in [0, 1], got {self.slo_target}")
+        if not self.placement_check_s >= 0:
+            raise ConfigError(f"placement_check_s must be >= 0, got {self.placement_check_s}")
+        if not (isinstance(self.placement_finalists, int) and self.placement_finalists >= 1):
+            raise ConfigError(
+                f"placement_finalists must be an integer >= 1, got {self.placement_finalists}"
+            )
         try:
             self.workload.validate()
         except WorkloadError as err:
@@ -229,8 +257,33 @@ def _build(cls: type, data: Any, path: str) -> Any:
     return cls(**data)
 
 
-def config_from_dict(data: dict[str, Any]) -> Config:
+# Sections that `preset: NAME` plus overrides merge key by key (one level deep); any other key
+# given with a preset (services, duration_s, ...) replaces the preset's.
+MERGED_SECTIONS = ("cluster", "engine", "workload", "replacement")
+
+
+def with_preset(data: dict[str, Any]) -> dict[str, Any]:
+    """`preset: NAME` plus deployment keys: the preset's config as a mapping, with the given
+    keys overriding it (the sections of MERGED_SECTIONS merged key by key, `services` and the
+    others replaced). Without `preset`, `data` unchanged."""
+    if "preset" not in data:
+        return data
+    from seallm.presets import get_preset  # presets builds on this module
+
     data = dict(data)
+    merged = get_preset(str(data.pop("preset"))).to_dict()
+    for key, value in data.items():
+        if key in MERGED_SECTIONS and isinstance(value, dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = value
+    return merged
+
+
+def config_from_dict(data: dict[str, Any]) -> Config:
+    """A validated Config from a mapping of Config's keys, or `preset: NAME` plus any of them
+    as overrides (`with_preset`)."""
+    data = dict(with_preset(data))
     try:
         if "cluster" in data:
             data["cluster"] = _build(ClusterSpec, data["cluster"], "cluster")

@@ -25,10 +25,11 @@ from seallm.config import Config, SystemSpec
 from seallm.costmodel import CostModel
 from seallm.engine import GroupEngine
 from seallm.monitor import ServiceMonitor
-from seallm.placement import Plan, get_placement, service_loads
+from seallm.placement import Plan, get_placement, place, service_loads
+from seallm.placement.alpaserve_admission import get_admission
 from seallm.placement.demand import reference_cost
 from seallm.placement.migration import GroupChange, Migration, Occupancy, gpus_of
-from seallm.placement.plan import GroupPlan
+from seallm.placement.plan import GroupPlan, PlanEvaluator
 from seallm.placement.replacement import (
     PROBES,
     CheckState,
@@ -84,12 +85,14 @@ class Controller:
         rate_scale: float = 1.0,
         plan: Plan | None = None,
         record: bool = True,
+        evaluate: PlanEvaluator | None = None,
     ) -> None:
         self.config = config
         self.system = system
         self.cost = cost
         self.loads = service_loads(config, rate_scale)
-        self.plan = plan or get_placement(system.placement)(config, cost, self.loads)
+        self._evaluate = evaluate  # simulates plans: the placement's finalists, moves' gains
+        self.plan = plan or place(system.placement, config, cost, self.loads, evaluate)
         self.engines: dict[int, GroupEngine] = {g.id: engine_factory(g) for g in self.plan.groups}
         self.hosts: dict[str, list[GroupEngine]] = {s.name: [] for s in config.services}
         for g in self.plan.groups:
@@ -100,6 +103,8 @@ class Controller:
         self.reference = {
             s.name: reference_cost(s.model_spec, config, cost) for s in config.services
         }
+        # Arrivals the system drops at the door (system.admission; AlpaServe's SLO-aware drop).
+        self.admission = get_admission(system.admission, config, self.loads, self.reference)
         self._init_replacement(engine_factory)
 
     def submit(self, req: Request, now: float) -> GroupEngine | None:
@@ -123,6 +128,10 @@ class Controller:
         req.standalone = self.reference[req.service].standalone_latency(
             req.prompt_tokens, req.output_tokens
         )
+        if self.admission is not None and engines:  # the group _dispatch will choose
+            reason = self.admission(req, min(engines, key=lambda e: e.load), now)
+            if reason is not None:
+                return self._reject(req, reason)
         return self._dispatch(req, now)
 
     def _dispatch(self, req: Request, now: float) -> GroupEngine | None:
@@ -154,7 +163,13 @@ class Controller:
         self.policy = get_policy(self.system.replacement)
         self.replacing = self.system.replacement not in (None, "none")
         self.monitor = ServiceMonitor(self.hosts, rp.window_s) if self.replacing else None
-        self._context = PlanContext(self.config, self.cost, get_placement(self.system.placement))
+        self._context = PlanContext(
+            self.config,
+            self.cost,
+            get_placement(self.system.placement),
+            rounds=self.system.engine == "rounds",
+            evaluate=self._evaluate,
+        )
         self.pending: dict[str, list[Request]] = {}
         self.checks: list[CheckRecord] = []
         self.moves: list[MoveRecord] = []

@@ -50,7 +50,7 @@ SHIFT_BURSTS = [(1560.0, 120.0, 8.0, "s11-codellama-34b")]
 
 
 def paper32_shift() -> Config:
-    """paper32 at 1.5x its rate with popularity that shifts over the hour: at each of
+    """paper32 at 1.5x its rate for an hour, with shifting popularity. At each of
     SHIFT_TIMES the popularity order rotates by 3 services (the hot spot moves to other
     models), plus one burst of a cold service. Placements plan for the long-run mean rates; a
     workload for re-placement."""

@@ -34,17 +34,29 @@ SYSTEMS: dict[str, SystemSpec] = {
             "decode of co-located models sharing the GPUs spatially",
         ),
         SystemSpec(
+            "muxserve-ideal",
+            placement="muxserve",
+            scheduler="adbs",
+            kv="unified",
+            engine="spatial-ideal",
+            description="upper bound: muxserve with fluid overlap (no SM budget, every job "
+            "at full speed, compute and bandwidth split perfectly)",
+        ),
+        SystemSpec(
             "seallm",
+            engine="rounds",
             placement="two-stage",
             scheduler="doubling-budget",
             kv="unified",
             preemption="cost",
             replacement="adaptive",
-            description="SeaLLM: services share groups; doubling-budget priority scheduling, "
-            "unified KV cache, swap-or-recompute preemption, adaptive re-placement",
+            description="SeaLLM: services share groups and run in rounds; doubling-budget "
+            "priority scheduling, unified KV cache, swap-or-recompute preemption, adaptive "
+            "re-placement",
         ),
         SystemSpec(
             "seallm-noreplace",
+            engine="rounds",
             placement="two-stage",
             scheduler="doubling-budget",
             kv="unified",
@@ -54,6 +66,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-fixed-interval",
+            engine="rounds",
             placement="two-stage",
             scheduler="doubling-budget",
             kv="unified",
@@ -64,6 +77,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-fcfs",
+            engine="rounds",
             placement="two-stage",
             scheduler="fcfs",
             kv="unified",
@@ -71,6 +85,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-nodoubling",
+            engine="rounds",
             placement="two-stage",
             scheduler="fixed-budget",
             kv="unified",
@@ -79,6 +94,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-lhat-request",
+            engine="rounds",
             placement="two-stage",
             scheduler="doubling-budget-lhat-request",
             kv="unified",
@@ -87,6 +103,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-no-prefill-first",
+            engine="rounds",
             placement="two-stage",
             scheduler="doubling-budget-no-prefill-first",
             kv="unified",
@@ -94,7 +111,17 @@ SYSTEMS: dict[str, SystemSpec] = {
             description="ablation: new requests start at level 0 (no skip-join for prefill)",
         ),
         SystemSpec(
+            "seallm-temporal",
+            placement="two-stage",
+            scheduler="doubling-budget",
+            kv="unified",
+            preemption="cost",
+            replacement="adaptive",
+            description="ablation: seallm running one model per step (no rounds)",
+        ),
+        SystemSpec(
             "seallm-static-kv",
+            engine="rounds",
             placement="two-stage",
             scheduler="doubling-budget",
             kv="static",
@@ -103,6 +130,7 @@ SYSTEMS: dict[str, SystemSpec] = {
         ),
         SystemSpec(
             "seallm-oracle",
+            engine="rounds",
             placement="two-stage",
             scheduler="oracle",
             kv="unified",

@@ -12,7 +12,15 @@ from tiny_server import GEMMA, SMOL, running, tiny_settings
 from typer.testing import CliRunner
 
 from seallm.bench.http_client import Timing
-from seallm.bench.serving import base_v1, load_fits, run_bench, to_requests, workload_config
+from seallm.bench.serving import (
+    DEFAULT_RATE,
+    ProgressLines,
+    base_v1,
+    load_fits,
+    run_bench,
+    to_requests,
+    workload_config,
+)
 from seallm.bench.standalone import StandaloneFit, fit_standalone
 from seallm.cli import app
 from seallm.config import ConfigError
@@ -88,6 +96,55 @@ def test_workload_spec():
     assert base_v1("http://h:1/") == base_v1("http://h:1/v1") == "http://h:1/v1"
 
 
+def test_the_default_load_is_what_two_cores_serve():
+    # cpu-duo's workload at x0.3 (docs/results.md: served comfortably; x1 overloads it)
+    assert DEFAULT_RATE == 0.3
+    assert workload_config(None).workload.rate == DEFAULT_RATE
+    assert workload_config("cv=3").workload.rate == DEFAULT_RATE
+    assert workload_config("rate=2").workload.rate == 2.0
+    assert workload_config("cpu-duo").workload.rate == 1.0  # the preset's own
+
+
+def test_progress_lines_when_stderr_is_not_a_terminal():
+    now = [0.0]
+    lines: list[str] = []
+    report = ProgressLines(lines.append, every_s=10.0, clock=lambda: now[0])
+    report("probing", 0, 2)
+    now[0] = 4.0
+    report("probing", 1, 2)  # within 10 s of the last line: quiet
+    report("probing", 2, 2)  # a phase's end is always shown
+    report("probing", 2, 2)  # ...once
+    report("requests", 0, 30)
+    for t in range(5, 36):
+        now[0] = float(t)
+        report("requests", t - 5, 30)
+    assert lines[0] == "bench: probing standalone latency: 0/2 services, 0:00 elapsed"
+    assert lines[1] == "bench: probing standalone latency: 2/2 services, 0:04 elapsed"
+    assert lines[2] == "bench: requests: 0/30 finished, 0:04 elapsed"
+    assert lines[3:] == [
+        "bench: requests: 9/30 finished, 0:14 elapsed",
+        "bench: requests: 19/30 finished, 0:24 elapsed",
+        "bench: requests: 29/30 finished, 0:34 elapsed",
+        "bench: requests: 30/30 finished, 0:35 elapsed",
+    ]
+
+
+def test_run_bench_reports_its_phases(server):
+    seen: list[tuple[str, int, int]] = []
+    recs = records(4)
+    res = asyncio.run(
+        run_bench(
+            [server.url], workload_config("cpu-duo"), recs, progress=lambda *a: seen.append(a)
+        )
+    )
+    assert seen[0] == ("probing", 0, 2) and ("probing", 2, 2) in seen
+    assert seen[-1] == ("requests", 4, 4)
+    phases = [p for p, _, _ in seen]
+    assert "probing" not in phases[phases.index("requests") :]
+    # each service's row carries the run's wall time, not 0
+    assert all(r.wall_seconds == res.row.wall_seconds > 0 for r in res.per_service)
+
+
 def test_workload_spec_from_a_serve_config(tmp_path):
     path = tmp_path / "serve.yaml"
     path.write_text(
@@ -158,6 +215,12 @@ def test_cli_bench_writes_the_json_contract(server, tmp_path):
     ]
     result = CliRunner().invoke(app, args)
     assert result.exit_code == 0, result.output
+    # Not a terminal: plain progress lines on stderr; no wall column per service.
+    assert "bench: probing standalone latency: 2/2 services" in result.stderr
+    assert "finished" in result.stderr.splitlines()[-1]
+    per_service_table = result.stdout[result.stdout.index("per service") :]
+    assert "wall s" in result.stdout and "wall s" not in per_service_table
+    assert "slowdown = latency / standalone latency" in result.stdout
     doc = json.loads(out.read_text())
     assert doc["preset"] == "cpu-duo"
     (row,) = doc["results"]

@@ -28,6 +28,19 @@ def test_models(client):
     assert [m.id for m in client.models.list()] == MODELS
 
 
+def test_models_retrieve_and_kinds(client):
+    # SmolLM2-135M-Instruct is tuned for chat; Gemma-3-270M is a base model with no template.
+    smol, gemma = client.models.retrieve(SMOL), client.models.retrieve(GEMMA)
+    assert (smol.id, smol.object, smol.owned_by) == (SMOL, "model", "seallm")
+    assert (smol.kind, smol.has_chat_template) == ("instruct", True)
+    assert (gemma.kind, gemma.has_chat_template) == ("base", False)
+    assert smol.model_dump() == next(m for m in client.models.list() if m.id == SMOL).model_dump()
+    with pytest.raises(openai.NotFoundError) as err:
+        client.models.retrieve("gpt-" + "4" * 1000)
+    assert err.value.code == "model_not_found"
+    assert len(err.value.message) < 300
+
+
 @pytest.mark.parametrize("model", MODELS)
 def test_completions_streamed_and_not(client, model):
     args = {"model": model, "prompt": "The capital of France is", "max_tokens": 6, "temperature": 0}

@@ -353,14 +353,23 @@ def test_adaptive_replaces_on_a_shifting_workload_and_stays_put_on_a_stable_one(
     seallm, slo = get_system("seallm"), {s.name: 5.0 for s in small_config.services}
     stable = simulate(small_config, seallm, small_config.records())
     assert stable.controller.checks and not stable.controller.moves
+    # A plan for the first traffic mix (chat-7b busiest) that the shift at 120 s overloads:
+    # code-13b becomes the busiest service, alone on one GPU.
     small_config.workload = dataclasses.replace(
         small_config.workload, alpha=2.0, shift_times=[120.0]
     )
+    first = Plan(
+        [
+            GroupPlan(0, 0, 0, 2, ("chat-7b",)),
+            GroupPlan(1, 0, 2, 1, ("code-13b",)),
+            GroupPlan(2, 0, 3, 1, ("assist-8b",)),
+        ]
+    )
     recs = small_config.records()
-    res = simulate(small_config, seallm, recs)
+    res = simulate(small_config, seallm, recs, plan=first)
     assert any(120 < m.time < 220 for m in res.controller.moves)
     assert all(r.status is Status.FINISHED for r in res.requests)
-    fixed = simulate(small_config, get_system("seallm-noreplace"), recs)
+    fixed = simulate(small_config, get_system("seallm-noreplace"), recs, plan=first)
     assert not fixed.controller.checks and not fixed.controller.moves
     adaptive = summarize(res.requests, slo, res.end_time, "seallm")
     none = summarize(fixed.requests, slo, fixed.end_time, "seallm-noreplace")

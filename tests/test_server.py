@@ -263,7 +263,6 @@ def test_serve_settings_from_yaml(tmp_path):
     for text, message in [
         ("server: {prot: 1}", "server.prot: unknown key"),
         ("system: nope", "system: 'nope' is not one of"),
-        ("preset: cpu-duo\nduration_s: 5", "give either preset or the deployment's keys"),
         ("server: {port: 70000}", "server.port must be an integer in [0, 65535]"),
         ("server: {max_queue: 0}", "server.max_queue must be a positive number"),
         ("server: {models: {nope: tiny-llama}}", "server.models.nope: no such service"),
@@ -272,3 +271,87 @@ def test_serve_settings_from_yaml(tmp_path):
         path.write_text(text)
         with pytest.raises(ConfigError, match=re.escape(message)):
             load_settings(path)
+
+
+def test_models_say_whether_instruct_or_base_and_retrieve_one(server):
+    cards = httpx.get(server.url + "/v1/models").json()["data"]
+    for card in cards:  # random weights and a generic ChatML template
+        assert (card["kind"], card["has_chat_template"]) == ("base", False)
+    for card in cards:
+        assert httpx.get(server.url + f"/v1/models/{card['id']}").json() == card
+    schema = httpx.get(server.url + "/openapi.json").json()
+    assert "/v1/models/{model_id}" in schema["paths"]
+
+
+def test_model_kind_comes_from_the_catalog_then_the_chat_template():
+    import dataclasses
+
+    from seallm.models.loader import tiny_model
+    from seallm.server.app import has_chat_template, model_kind
+
+    tiny = tiny_model("llama")
+    assert (model_kind(tiny), has_chat_template(tiny)) == ("base", False)
+    assert model_kind(dataclasses.replace(tiny, name="smollm2-135m")) == "instruct"
+    assert model_kind(dataclasses.replace(tiny, name="gemma-3-270m")) == "base"
+    own = tiny_model("gemma3")
+    own.tokenizer.chat_template = "{% for m in messages %}{{ m['content'] }}{% endfor %}"
+    assert (model_kind(own), has_chat_template(own)) == ("instruct", True)
+
+
+def test_placement_does_not_claim_live_re_placement(server):
+    from seallm.server.app import live_description
+    from seallm.systems import SYSTEMS
+
+    system = httpx.get(server.url + "/v1/placement").json()["system"]
+    assert system["replacement"].startswith("off (live serving keeps its placement")
+    assert "re-placement" not in system["description"]
+    assert system["description"].startswith("SeaLLM: services share groups")
+    for spec in SYSTEMS.values():
+        text = live_description(spec.description)
+        assert "adaptive re-placement" not in text and "re-placing" not in text, spec.name
+
+
+def test_docs_are_served_without_a_cdn(server):
+    for page in ("/docs", "/redoc"):
+        html = httpx.get(server.url + page).text
+        assert "cdn." not in html and "https://" not in html, page
+        for asset in re.findall(r'(?:src|href)="(/[^"]+)"', html):
+            resp = httpx.get(server.url + asset)
+            assert resp.status_code == 200 and len(resp.content) > 1000, asset
+    assert "swagger-ui-bundle.js" in httpx.get(server.url + "/docs").text
+    assert httpx.get(server.url + "/openapi.json").status_code == 200
+
+
+def test_models_are_warmed_up_before_the_server_listens_and_leave_no_trace(tmp_path):
+    from seallm.server.warmup import WARMUP_PARAMS
+
+    steps = tmp_path / "steps.jsonl"
+    with running(tiny_settings(step_log=str(steps))) as srv:
+        assert set(srv.server.app.state.warmup_s) == set(MODELS)
+        engines = list(srv.runtime.controller.engines.values())
+        # Every model ran its prefill and decode steps before the URL was known...
+        assert sum(e.iterations for e in engines) >= len(MODELS) * len(WARMUP_PARAMS)
+        # ... and nothing of it is left: no request, no KV page, no count, no step logged.
+        assert srv.runtime.in_flight == 0
+        for e in engines:
+            assert not (e.waiting or e.running or e.swapped)
+            assert e.kv.stats().used_bytes == 0
+            pools = {id(p): p for p in e.kv._pool_of.values()}.values()  # unified: one
+            assert e.kv.stats().free_pages == sum(p.num_pages for p in pools)
+        assert all(not done for done in srv.runtime._done_at.values())
+        text = httpx.get(srv.url + "/metrics").text
+        for line in text.splitlines():
+            if line.startswith(
+                (
+                    "seallm_requests_total{",
+                    "seallm_prompt_tokens_total{",
+                    "seallm_generation_tokens_total{",
+                    "seallm_time_to_first_token_seconds_count{",
+                )
+            ):
+                assert float(line.split()[-1]) == 0, line
+        assert steps.read_text() == ""
+        post(srv, "/v1/completions", {"model": SMOL, "prompt": "first", "max_tokens": 3})
+        text = httpx.get(srv.url + "/metrics").text
+        assert f'seallm_requests_total{{model="{SMOL}",outcome="completed"}} 1.0' in text
+        assert all("prefill_tokens" in json.loads(x) for x in steps.read_text().splitlines())

@@ -56,6 +56,71 @@ CASES = [
         "greater than or equal to 1",
     ),
     ("max-tokens-float", C, OK | {"max_tokens": 2.5}, 400, "max_tokens", None, "valid integer"),
+    # Types are strict: 4.0 is a float, whatever JSON Schema says.
+    (
+        "max-tokens-integral-float",
+        C,
+        OK | {"max_tokens": 4.0},
+        400,
+        "max_tokens",
+        None,
+        "valid integer (got 4.0)",
+    ),
+    ("seed-integral-float", C, OK | {"seed": 7.0}, 400, "seed", None, "valid integer"),
+    (
+        "token-id-float",
+        C,
+        OK | {"prompt": [65, 66.0]},
+        400,
+        "prompt[1]",
+        None,
+        "prompt[1]: Input should be a valid integer (got 66.0)",
+    ),
+    (
+        "prompt-lone-surrogate",
+        C,
+        '{"model": "smollm2-135m", "prompt": "ab\\ud800c", "max_tokens": 2}',
+        400,
+        "prompt",
+        None,
+        "prompt: invalid Unicode (lone surrogate U+D800 at position 2)",
+    ),
+    (
+        "stop-lone-surrogate",
+        C,
+        '{"model": "smollm2-135m", "prompt": "a", "stop": ["\\udfff"]}',
+        400,
+        "stop",
+        None,
+        "stop[0]: invalid Unicode (lone surrogate U+DFFF at position 0)",
+    ),
+    (
+        "long-model-name",
+        C,
+        OK | {"model": "m" * 100_000},
+        404,
+        "model",
+        "model_not_found",
+        "The model 'mmmmmmmm",
+    ),
+    (
+        "deep-nesting",
+        C,
+        "[" * 100_000,
+        400,
+        None,
+        None,
+        "nested too deeply for the parser (level 257 opens at character 256)",
+    ),
+    (
+        "invalid-utf8",
+        C,
+        b'{"model": "smollm2-135m", "prompt": "caf\xe9"}',
+        400,
+        None,
+        None,
+        "not valid UTF-8: byte 0xe9 at byte 40 (invalid continuation byte)",
+    ),
     (
         "temperature-negative",
         C,
@@ -83,7 +148,7 @@ CASES = [
         None,
         "valid number",
     ),
-    ("top-p-zero", C, OK | {"top_p": 0}, 400, "top_p", None, "greater than 0"),
+    ("top-p-negative", C, OK | {"top_p": -0.1}, 400, "top_p", None, "greater than or equal to 0"),
     ("top-p-above-one", C, OK | {"top_p": 1.5}, 400, "top_p", None, "less than or equal to 1"),
     (
         "top-k-below-minus-one",
@@ -186,6 +251,42 @@ CASES = [
         "valid",
     ),
     (
+        "chat-content-null",
+        CHAT,
+        OK_CHAT | {"messages": [{"role": "user", "content": None}]},
+        400,
+        "messages[0].content",
+        None,
+        "messages[0].content: must not be null",
+    ),
+    (
+        "chat-content-missing",
+        CHAT,
+        OK_CHAT | {"messages": [{"role": "system"}, *MSG]},
+        400,
+        "messages[0].content",
+        None,
+        "messages[0].content: Field required",
+    ),
+    (
+        "chat-assistant-content-null",
+        CHAT,
+        OK_CHAT | {"messages": [*MSG, {"role": "assistant", "content": None}, *MSG]},
+        400,
+        "messages[1].content",
+        None,
+        "must not be null",
+    ),
+    (
+        "chat-lone-surrogate",
+        CHAT,
+        '{"model": "gemma-3-270m", "messages": [{"role": "user", "content": "\\ud83d!"}]}',
+        400,
+        "messages",
+        None,
+        "messages[0].content: invalid Unicode (lone surrogate U+D83D at position 0)",
+    ),
+    (
         "chat-image-part",
         CHAT,
         OK_CHAT
@@ -241,8 +342,8 @@ CASES = [
 ]
 
 
-def send(url: str, path: str, body: dict | str | None) -> httpx.Response:
-    if isinstance(body, str):
+def send(url: str, path: str, body: dict | str | bytes | None) -> httpx.Response:
+    if isinstance(body, str | bytes):
         return httpx.post(
             url + path, content=body, headers={"content-type": "application/json"}, timeout=30
         )
@@ -261,6 +362,29 @@ def test_bad_input(server, path, body, status, param, code, text):
     assert err["param"] == param
     assert err["code"] == code
     assert text in err["message"], err["message"]
+    assert len(err["message"]) < 400  # what the client sent is echoed cut short
+
+
+def test_top_p_zero_keeps_the_most_likely_token(server):
+    # As the README says (and vLLM does): a top_p below 1e-5 is the most likely token only.
+    args = OK | {"prompt": "nucleus", "max_tokens": 12, "ignore_eos": True}
+    greedy = send(server.url, C, args | {"temperature": 0})
+    nucleus = send(server.url, C, args | {"temperature": 1.0, "top_p": 0})
+    assert greedy.status_code == nucleus.status_code == 200, nucleus.text
+    assert nucleus.json()["choices"][0]["text"] == greedy.json()["choices"][0]["text"]
+
+
+def test_unknown_model_retrieve_is_404_with_the_name_cut(server):
+    resp = httpx.get(server.url + "/v1/models/" + "n" * 10_000, timeout=30)
+    assert resp.status_code == 404
+    err = resp.json()["error"]
+    assert (err["type"], err["param"], err["code"]) == (
+        "invalid_request_error",
+        "model",
+        "model_not_found",
+    )
+    assert err["message"].startswith("The model 'nnn") and "...' " not in err["message"]
+    assert "..." in err["message"] and len(err["message"]) < 200
 
 
 def test_wrong_method_is_405_in_openai_format(server):

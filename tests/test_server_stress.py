@@ -1,6 +1,7 @@
 """The server under stress: overload (bounded queues, 429 + Retry-After), clients that go away
 (their requests aborted, their KV pages freed), an executor that fails (its requests answered
-with errors, the others served), and SIGTERM (drain, then fail what is left, exit 0)."""
+with errors, the others served), and SIGTERM (drain with the socket open and answering 503,
+then fail what is left, close, exit 0)."""
 
 from __future__ import annotations
 
@@ -174,7 +175,7 @@ def test_executor_failure_answers_with_errors_and_keeps_serving():
 
 LONG = 10
 # One request per step: the LONG x 1000 tokens asked for take 10,000 steps (about 7 s of tiny
-# model steps here), far beyond the 0.5 s grace. The drain lets the running one go on until
+# model steps here), far beyond the 1.5 s grace. The drain lets the running one go on until
 # the deadline and fails the rest with an explicit error.
 SERVE_YAML = """
 name: tiny-duo
@@ -187,7 +188,7 @@ system: seallm
 server:
   port: 0
   kv_pool_mb: 16
-  drain_s: 0.5
+  drain_s: 1.5
   models: {smollm2-135m: tiny-llama, gemma-3-270m: tiny-gemma3}
 """
 
@@ -238,13 +239,21 @@ def test_sigterm_drains_fails_the_rest_and_exits_cleanly(tmp_path: Path):
         # Every one accepted before the signal (they run one at a time: batch size 1).
         assert all(accepted[name].wait(30) for name in longs)
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.3)
-        with pytest.raises(httpx.ConnectError):  # the listening socket is closed at once
-            httpx.get(url + "/health", timeout=5)
+        time.sleep(0.2)
+        # Draining: the socket is still open, and says so (a load balancer stops routing).
+        health = httpx.get(url + "/health", timeout=5)
+        assert (health.status_code, health.json()) == (503, {"status": "draining"})
+        new = httpx.post(url + "/v1/completions", json={"model": SMOL, "prompt": "x"}, timeout=5)
+        assert new.status_code == 503
+        err = new.json()["error"]
+        assert (err["type"], err["code"]) == ("server_error", "shutting_down")
+        assert "shutting down" in err["message"]
         for t in threads:
             t.join(30)
         proc.wait(60)
         reader.join(10)
+        with pytest.raises(httpx.ConnectError):  # closed once drained
+            httpx.get(url + "/health", timeout=5)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -263,7 +272,7 @@ def test_sigterm_drains_fails_the_rest_and_exits_cleanly(tmp_path: Path):
         else:
             assert last["choices"][0]["finish_reason"] == "length"
     assert failed >= LONG // 2
-    assert f"failed {failed} request(s) still running after 0.5 s" in out
+    assert f"failed {failed} request(s) still running after 1.5 s" in out
 
 
 def test_engine_abort_frees_queued_and_running_requests():

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import math
 import random
 
 import pytest
@@ -93,6 +94,38 @@ def test_interleaved_requests_equal_alone(tiny, system: str, pages: int) -> None
     assert engine.preemptions == 0
 
 
+def run_rounds(models, reqs: list[Request], page: int, pages: int) -> set[int]:
+    """Step an engine whose every model joins each round; returns the steps that ran both
+    models at once."""
+    engine = make_torch_engine(
+        models,
+        kv_bytes=pages * page,
+        engine=EngineSpec(page_bytes=page, round_join_slowdown=math.inf),
+    )
+    for r in reqs:
+        engine.add(r, 0.0)
+    clock, both = 0.0, set()
+    while engine.has_work:
+        batch = engine.plan(clock)
+        if len({r.service for r in batch.requests}) > 1:
+            both.add(engine.steps)
+        out = engine.execute(batch, clock)
+        clock += out.duration
+        engine.commit(batch, out, clock)
+    assert engine.kv.stats().used_bytes == 0
+    return both
+
+
+def test_rounds_run_both_models_and_equal_alone(tiny) -> None:
+    """Rounds: a step holds a batch of each model (run one after the other on a CPU), and
+    every request still produces what it produces alone."""
+    reqs = workload(12, seed=5)
+    want = {r.id: alone(tiny, r) for r in reqs}
+    assert run_rounds(tiny, reqs, PAGE, 200)
+    assert {r.id: r.generation.output_ids for r in reqs} == want
+    assert all(r.status is Status.FINISHED for r in reqs)
+
+
 def test_swapped_requests_equal_alone(tiny) -> None:
     """Pools too small for all: the DB scheduler preempts, swapping KV to host and back."""
     swaps = sum(run_and_check(tiny, workload(12), "seallm", p).swaps for p in (14, 16, 18))
@@ -172,3 +205,16 @@ def test_real_models_share_one_pool(real_models) -> None:
     reasons = {(r.service, r.generation.finish_reason) for r in reqs}
     assert reasons == {("smollm2-135m", "stop"), ("gemma-3-270m", "length")}
     assert engine.kv.tokens_per_page == {"smollm2-135m": 45, "gemma-3-270m": 56}
+    # Served in rounds (both models in one step), the same tokens again.
+    again = [
+        live_request(
+            r.id,
+            r.service,
+            r.generation.prompt_ids,
+            SamplingParams(max_tokens=12, temperature=0),
+            0.0,
+        )
+        for r in reqs
+    ]
+    assert run_rounds(real_models, again, 2**21, 16)
+    assert {r.id: r.generation.output_ids for r in again} == want

@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import json
+import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -38,7 +39,16 @@ from seallm.request import Request, Status
 from seallm.workload import TraceRecord, WorkloadSpec
 
 DEFAULT_PRESET = "cpu-duo"
+# The default load (no --workload, or one that starts with a key): cpu-duo's workload at 0.3
+# requests/s, x0.3 of the preset's own 1 request/s. The default cpu-duo deployment on 2 CPU
+# cores serves it comfortably; at x1 it is overloaded (SLO attainment 0.03 in 60 s), and x0.6
+# is already high load (docs/results.md, "Serving benchmark": at x0.3 every server met 92-100%
+# of SLOs, at x0.6 the vllm system 61%). `--workload cpu-duo` is the preset's own rate.
+DEFAULT_RATE = 0.3
 REQUEST_TIMEOUT_S = 1800.0
+PROGRESS_TICK_S = 1.0  # run_bench reports its progress at least this often
+PHASES = {"probing": "probing standalone latency", "requests": "requests"}
+PHASE_UNITS = {"probing": "services", "requests": "finished"}
 
 
 def base_v1(url: str) -> str:
@@ -49,15 +59,16 @@ def base_v1(url: str) -> str:
 def workload_config(spec: str | None, trace: str | None = None) -> Config:
     """`--workload SPEC`: a preset name or a config YAML (a `seallm serve` config works: its
     services, with their own lengths, and its workload), then `key=value` overrides of the
-    workload, comma separated (`cpu-duo,rate=2,cv=3`); a spec that starts with a key uses
-    cpu-duo's."""
+    workload, comma separated (`cpu-duo,rate=2,cv=3`); no spec, or one that starts with a key,
+    uses cpu-duo's workload at DEFAULT_RATE."""
     parts = [p.strip() for p in (spec or "").split(",") if p.strip()]
     base = DEFAULT_PRESET
+    changes: dict[str, Any] = {"rate": DEFAULT_RATE}
     if parts and "=" not in parts[0]:
         base = parts.pop(0)
+        changes = {}
     cfg = _base_config(base)
     fields = {f.name: f for f in dataclasses.fields(WorkloadSpec)}
-    changes: dict[str, Any] = {}
     for part in parts:
         key, _, value = part.partition("=")
         if key not in fields or key == "rate_schedule":
@@ -91,9 +102,7 @@ def _base_config(name: str) -> Config:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     data = {k: v for k, v in data.items() if k not in ("system", "server")}
-    if "preset" in data:
-        return get_preset(str(data["preset"]))
-    try:
+    try:  # `preset: NAME` with overrides too (config.with_preset)
         return config_from_dict(data)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from err
@@ -158,63 +167,123 @@ async def run_bench(
     cfg: Config,
     records: Sequence[TraceRecord],
     label: str | None = None,
-    progress: Callable[[int, int], None] | None = None,
+    progress: Callable[[str, int, int], None] | None = None,
     seed: int = 0,
     fits: dict[str, StandaloneFit] | None = None,
 ) -> BenchResult:
     """`fits`: standalone latencies measured by an earlier run (`load_fits`), so that every
-    system compared is held to the same SLO; by default they are measured now."""
+    system compared is held to the same SLO; by default they are measured now. `progress`
+    gets (phase, done, total), phase "probing" (services probed) then "requests" (requests
+    finished), on every step and at least every PROGRESS_TICK_S seconds."""
     urls = [base_v1(u) for u in base_urls]
     services = sorted({r.service for r in records}, key=[s.name for s in cfg.services].index)
     rng = np.random.default_rng(seed)
     limits = httpx.Limits(max_connections=None, max_keepalive_connections=64)
     timeout = httpx.Timeout(REQUEST_TIMEOUT_S, connect=30.0)
-    async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
-        routes = await _routes(client, urls, services)
-        label = label or await _label(client, urls)
-        wpt: dict[str, float] = {}
-        fits = dict(fits or {})
-        for s in services:
-            wpt[s] = await measure_words_per_token(client, routes[s], s, rng)
-            if s not in fits:
-                prompts = [r.prompt_tokens for r in records if r.service == s]
-                t = time.perf_counter()
-                fits[s] = await probe(client, routes[s], s, prompts, wpt[s], t, rng)
-        done = 0
+    state = ["probing", 0, len(services)]  # phase, done, total
 
-        async def one(i: int, rec: TraceRecord) -> Timing:
-            nonlocal done
-            prompt = make_prompt(i, rec.prompt_tokens, wpt[rec.service], rng)
-            t = await stream_completion(
-                client, routes[rec.service], rec.service, prompt, rec.output_tokens, t0, rec.service
-            )
-            done += 1
-            if progress is not None:
-                progress(done, len(records))
-            return t
+    def report(*change: Any) -> None:
+        state[: len(change)] = change
+        if progress is not None:
+            progress(str(state[0]), int(state[1]), int(state[2]))
 
-        t0 = time.perf_counter()
-        tasks, lag = [], 0.0
-        for i, rec in enumerate(records):
-            delay = t0 + rec.arrival_s - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            lag = max(lag, time.perf_counter() - t0 - rec.arrival_s)
-            tasks.append(asyncio.create_task(one(i, rec)))
-        timings = list(await asyncio.gather(*tasks))
-        wall = time.perf_counter() - t0
+    async def tick() -> None:
+        while True:
+            await asyncio.sleep(PROGRESS_TICK_S)
+            report()
+
+    ticker = asyncio.create_task(tick())
+    try:
+        async with httpx.AsyncClient(limits=limits, timeout=timeout) as client:
+            routes = await _routes(client, urls, services)
+            label = label or await _label(client, urls)
+            wpt: dict[str, float] = {}
+            fits = dict(fits or {})
+            report()
+            for n, s in enumerate(services):
+                wpt[s] = await measure_words_per_token(client, routes[s], s, rng)
+                if s not in fits:
+                    prompts = [r.prompt_tokens for r in records if r.service == s]
+                    t = time.perf_counter()
+                    fits[s] = await probe(client, routes[s], s, prompts, wpt[s], t, rng)
+                report("probing", n + 1)
+            done = 0
+
+            async def one(i: int, rec: TraceRecord) -> Timing:
+                nonlocal done
+                prompt = make_prompt(i, rec.prompt_tokens, wpt[rec.service], rng)
+                t = await stream_completion(
+                    client,
+                    routes[rec.service],
+                    rec.service,
+                    prompt,
+                    rec.output_tokens,
+                    t0,
+                    rec.service,
+                )
+                done += 1
+                report("requests", done)
+                return t
+
+            report("requests", 0, len(records))
+            t0 = time.perf_counter()
+            tasks, lag = [], 0.0
+            for i, rec in enumerate(records):
+                delay = t0 + rec.arrival_s - time.perf_counter()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                lag = max(lag, time.perf_counter() - t0 - rec.arrival_s)
+                tasks.append(asyncio.create_task(one(i, rec)))
+            timings = list(await asyncio.gather(*tasks))
+            wall = time.perf_counter() - t0
+    finally:
+        ticker.cancel()
     reqs = to_requests(records, timings, fits)
     slo = {s.name: s.slo_scale for s in cfg.services}
     end = max([wall, *(t.finished or 0.0 for t in timings)])
     return BenchResult(
         summarize(reqs, slo, end, label, wall),
-        per_service(reqs, slo, end, label, services),
+        # each service's row carries the run's wall time (the services shared it)
+        [
+            dataclasses.replace(r, wall_seconds=wall)
+            for r in per_service(reqs, slo, end, label, services)
+        ],
         fits,
         wpt,
         routes,
         lag,
         timings,
     )
+
+
+class ProgressLines:
+    """`seallm bench`'s progress where stderr is not a terminal (a log file, a pipe): one plain
+    line when a phase starts, then one every `every_s` seconds, and one when a phase ends."""
+
+    def __init__(
+        self,
+        write: Callable[[str], None] | None = None,
+        every_s: float = 10.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.write = write or (lambda line: print(line, file=sys.stderr, flush=True))
+        self.every_s, self.clock = every_s, clock
+        self.start = clock()
+        self.last: tuple[str, int, int] | None = None  # the last line's (phase, done, total)
+        self.last_at = self.start
+
+    def __call__(self, phase: str, done: int, total: int) -> None:
+        now = self.clock()
+        state = (phase, done, total)
+        new_phase = self.last is None or self.last[0] != phase
+        finished = done >= total and state != self.last
+        if new_phase or finished or now - self.last_at >= self.every_s:
+            elapsed = int(now - self.start)
+            self.write(
+                f"bench: {PHASES.get(phase, phase)}: {done}/{total} {PHASE_UNITS.get(phase, '')}"
+                f", {elapsed // 60}:{elapsed % 60:02d} elapsed"
+            )
+            self.last, self.last_at = state, now
 
 
 def load_fits(path: str | Path) -> dict[str, StandaloneFit]:

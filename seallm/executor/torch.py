@@ -21,6 +21,7 @@ from collections.abc import Iterable
 import torch
 
 from seallm.catalog import DEVICES
+from seallm.colocation import round_pricer
 from seallm.config import EngineSpec
 from seallm.costmodel import CostModel
 from seallm.engine import GroupEngine
@@ -72,31 +73,47 @@ class TorchExecutor:
 
     # -- one iteration --------------------------------------------------------------------
     def execute(self, batch: Batch, now: float) -> StepOutcome:
+        """One iteration of every model in the batch (a round holds several), one model
+        after another: on a CPU the jobs of a round run in turn (`colocation.py`, serial)."""
         t0 = time.perf_counter()
-        lm = self.models[batch.service]
+        jobs: dict[str, tuple[list[Request], list[Request]]] = {}
+        for r in batch.prefill:
+            jobs.setdefault(r.service, ([], []))[0].append(r)
+        for r in batch.decode:
+            jobs.setdefault(r.service, ([], []))[1].append(r)
+        finished: list[Request] = []
+        for service, (prefill, decode) in jobs.items():
+            finished += self._forward(service, prefill, decode)
+        duration = time.perf_counter() - t0 + self.pending_seconds
+        self.pending_seconds = 0.0
+        return StepOutcome(1, duration, finished)
+
+    def _forward(
+        self, service: str, prefill: list[Request], decode: list[Request]
+    ) -> list[Request]:
+        """One forward pass of one model; returns the requests that finished."""
+        lm = self.models[service]
         tokens: list[int] = []
         seqs: list[SeqSlice] = []
-        for r in batch.prefill:
+        for r in prefill:
             g = self._generation(r)
             ids = g.prompt_ids + g.output_ids  # a recompute after preemption includes output
             tokens.extend(ids)
             seqs.append(SeqSlice(0, len(ids), self._pages(r)))
-        for r in batch.decode:
+        for r in decode:
             g = self._generation(r)
             tokens.append(g.output_ids[-1])
             seqs.append(SeqSlice(len(g.prompt_ids) + len(g.output_ids) - 1, 1, self._pages(r)))
-        reqs = batch.requests
+        reqs = prefill + decode
         gens = [r.generation for r in reqs]
         ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
-        logits = lm.module(ids, seqs, self.views[batch.service])
+        logits = lm.module(ids, seqs, self.views[service])
         finished = []
         for r, g, t in zip(reqs, gens, sample(logits, gens), strict=True):
             g.append(t, lm.tokenizer, lm.eos_token_ids, lm.max_context)
             if g.finished:
                 finished.append(r)
-        duration = time.perf_counter() - t0 + self.pending_seconds
-        self.pending_seconds = 0.0
-        return StepOutcome(1, duration, finished)
+        return finished
 
     def _generation(self, r: Request) -> Generation:
         g = r.generation
@@ -195,11 +212,16 @@ def make_torch_engine(
     dist = get_length_distribution(lengths)
     profiles = {s: offline_profile(s, cost.for_model(m, 1), dist) for s, m in specs.items()}
     device = next(iter(models.values())).device
+    rounds = None
+    if spec.engine == "rounds":
+        rounds = round_pricer(cost, specs, 1)
+    elif spec.engine != "temporal":
+        raise ValueError(f"{system}: engine {spec.engine!r} runs in the simulator only")
     return GroupEngine(
         group_id,
         specs,
         1,
-        make_scheduler(spec.scheduler, profiles, limits),
+        make_scheduler(spec.scheduler, profiles, limits, rounds),
         kv,
         TorchExecutor(models, kv, device),
         limits,

@@ -11,7 +11,7 @@ from seallm.placement.colocate import place_colocated
 from seallm.placement.dedicated import place_dedicated
 from seallm.placement.demand import ServiceLoad, service_loads
 from seallm.placement.muxserve import place_muxserve
-from seallm.placement.plan import GroupPlan, Plan
+from seallm.placement.plan import GroupPlan, Plan, PlanEvaluator
 from seallm.placement.two_stage import place_two_stage
 
 Placement = Callable[[Config, CostModel, dict[str, ServiceLoad]], Plan]
@@ -25,10 +25,28 @@ PLACEMENTS: dict[str, Placement] = {
 }
 
 
+# Placements that choose between their finalists by simulating them, given an evaluator.
+SIMULATION_CHECKED = {"two-stage": place_two_stage}
+
+
 def get_placement(name: str) -> Placement:
     if name not in PLACEMENTS:
         raise ValueError(f"placement: {name!r} is not one of {', '.join(sorted(PLACEMENTS))}")
     return PLACEMENTS[name]
+
+
+def place(
+    name: str,
+    config: Config,
+    cost: CostModel,
+    loads: dict[str, ServiceLoad],
+    evaluate: PlanEvaluator | None = None,
+) -> Plan:
+    """The named placement's plan; `evaluate` (a short simulation) decides between the
+    finalists of the placements that check theirs by simulation."""
+    if evaluate is not None and name in SIMULATION_CHECKED:
+        return SIMULATION_CHECKED[name](config, cost, loads, evaluate=evaluate)
+    return get_placement(name)(config, cost, loads)
 
 
 __all__ = [
@@ -36,7 +54,9 @@ __all__ = [
     "GroupPlan",
     "Placement",
     "Plan",
+    "PlanEvaluator",
     "ServiceLoad",
     "get_placement",
+    "place",
     "service_loads",
 ]

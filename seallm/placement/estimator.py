@@ -18,6 +18,11 @@ continuous batching, so a service decodes its whole batch once per "round", and:
 - SLO attainment treats the wait as exponential: P(L <= slo x T_ref), averaged over sampled
   request lengths (short requests have the tightest SLOs; the mean request hides them).
 
+With `rounds` (seallm's engines), the services of a group decode together in each round
+(`scheduling/rounds.py`): a round's fixed part is then what the co-location physics charges
+for a batch-1 job of every service at once (`colocation.py`), less their per-request parts,
+instead of the sum of each service's fixed part.
+
 `seallm experiment shared-group` and the simulator measure what this only estimates; the
 estimator's job is to rank plans, fast.
 """
@@ -28,6 +33,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from seallm.colocation import JobCoster, mode_for, round_time
 from seallm.config import Config
 from seallm.costmodel import CostModel
 from seallm.placement.demand import ServiceLoad, kv_bytes, reference_cost
@@ -59,8 +65,16 @@ class GroupEstimate:
 
 
 class Estimator:
-    def __init__(self, config: Config, cost: CostModel, loads: Mapping[str, ServiceLoad]):
+    def __init__(
+        self,
+        config: Config,
+        cost: CostModel,
+        loads: Mapping[str, ServiceLoad],
+        rounds: bool = False,
+    ):
         self.config = config
+        self.rounds = rounds
+        self._costers: dict[tuple[str, int], JobCoster] = {}
         self.cost = cost
         self.loads = loads
         self.cv2 = config.workload.cv**2 if config.workload.arrival != "poisson" else 1.0
@@ -102,6 +116,8 @@ class Estimator:
         prefill = sum(rate * pre for _, rate, _, pre, _, _ in rows)
         rho = prefill + sum(rate * o * b for _, rate, o, _, _, b in rows)
         fixed = sum(a for *_, a, _ in rows)
+        if self.rounds and len(rows) > 1:
+            fixed = self._round_fixed(size, shares) - sum(b for *_, b in rows)
         total_rate = max(1e-9, sum(rate for _, rate, *_ in rows))
         mean_prefill = prefill / total_rate
         period = fixed / (1 - min(rho, SATURATED))
@@ -129,6 +145,18 @@ class Estimator:
             norm = latency / max(1.0, self.loads[n].mean_output)
             out.append(ServiceEstimate(n, rate, norm, attain))
         return GroupEstimate(True, rho, tuple(out))
+
+    def _round_fixed(self, size: int, shares: Sequence[tuple[str, float]]) -> float:
+        """A round of batch-1 decodes of every service, priced by the co-location physics."""
+        jobs = []
+        for n, _ in shares:
+            ld = self.loads[n]
+            coster = self._costers.get((n, size))
+            if coster is None:
+                coster = self._costers[(n, size)] = JobCoster(self.cost, ld.model, size)
+            ctx = int(ld.mean_prompt) + max(1, int(ld.mean_output)) // 2
+            jobs.append(coster.iteration(0, 0.0, 1, ctx))
+        return float(round_time(jobs, mode_for(self.cost.device.name)))
 
     def _attainment(self, n: str, size: int, period: float, wait: float) -> float:
         """P(latency <= slo x standalone) over the service's sampled request lengths."""

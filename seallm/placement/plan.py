@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 from seallm.config import ClusterSpec
@@ -15,6 +16,8 @@ class GroupPlan:
     size: int  # GPUs = tensor-parallel degree
     services: tuple[str, ...]
     kv_shares: tuple[float, ...] = ()  # static KV: share of the pool per service (default equal)
+    # MuxServe: each service's decode SM share, as its placement chose them (`muxserve.py`)
+    decode_shares: tuple[float, ...] = ()
 
 
 @dataclass
@@ -55,3 +58,21 @@ def pack_groups(sizes: list[tuple[int, tuple[str, ...]]], cluster: ClusterSpec) 
         groups.append(GroupPlan(len(groups), node, free[node], size, services))
         free[node] += size
     return Plan(groups)
+
+
+@dataclass(frozen=True)
+class PlanScore:
+    """How a plan served a short simulation: smaller is better in each field."""
+
+    shortfall: float  # max(0, Δ - SLO attainment)
+    normalized_latency: float  # mean, s/token
+    latency_rate: float  # Σ latency per second of arrivals (request-seconds per second)
+
+    @property
+    def key(self) -> tuple[float, float]:
+        return (self.shortfall, self.normalized_latency)
+
+
+# Scores a plan by running it (a short simulation, as AlpaServe's placement does), under
+# given per-service rates (requests/s), or the deployment's expected ones when None.
+PlanEvaluator = Callable[[Plan, Mapping[str, float] | None], PlanScore]

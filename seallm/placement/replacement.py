@@ -44,7 +44,7 @@ from seallm.placement.migration import (
     move_cost,
     plan_move,
 )
-from seallm.placement.plan import Plan
+from seallm.placement.plan import Plan, PlanEvaluator
 from seallm.specs import ModelSpec
 
 Placement = Callable[[Config, CostModel, dict[str, ServiceLoad]], Plan]
@@ -92,6 +92,10 @@ class PlanContext:
     config: Config
     cost: CostModel
     place: Placement
+    rounds: bool = False  # the system's groups run rounds (the estimator prices them so)
+    # Given, a move's gain comes from simulating the current and the candidate plan at the
+    # observed rates (as the initial placement's finalists are checked), not the estimate.
+    evaluate: PlanEvaluator | None = None
 
     def candidate(self, st: CheckState, loads: Mapping[str, ServiceLoad]) -> Migration:
         rp, models = self.config.replacement, self._models()
@@ -110,7 +114,11 @@ class PlanContext:
         self, st: CheckState, loads: Mapping[str, ServiceLoad], move: Migration, horizon: float
     ) -> float:
         """Request-seconds of latency the move saves over `horizon` seconds, estimated."""
-        est = Estimator(self.config, self.cost, loads)
+        if self.evaluate is not None:
+            observed = rates(loads)
+            before = self.evaluate(st.plan, observed).latency_rate
+            return horizon * (before - self.evaluate(move.plan, observed).latency_rate)
+        est = Estimator(self.config, self.cost, loads, rounds=self.rounds)
         before = plan_latency(st.plan, loads, est, horizon)
         return horizon * (before - plan_latency(move.plan, loads, est, horizon))
 

@@ -6,9 +6,15 @@ of node splits (715 for 4 nodes of 8 GPUs). Stage 2 assigns services to the grou
 the hardest to place first (largest weights, then highest load), each to the group where it
 adds the least to the estimated objective; then, for the most promising splits, replicas
 into groups where they fit, the most helpful first, while that improves the estimate. The
-objective, from the analytical `Estimator`: first the SLO shortfall (rate-weighted
-max(0, Δ - attainment)), then the rate-weighted mean normalized latency. The best plan over
-all splits wins.
+objective, from the analytical `Estimator` (which prices a shared group's rounds): first the
+SLO shortfall (rate-weighted max(0, Δ - attainment)), then the rate-weighted mean normalized
+latency.
+
+The estimate ranks plans; a simulation decides between the best of them, as AlpaServe's
+placement does: the `placement_finalists` best plans across splits, plus the dedicated plan
+and MuxServe's plan as seeds, are each run through a short simulation of the expected
+workload (`placement_check_s` seconds, by the `PlanEvaluator` the caller gives), and the best
+simulated plan wins. Without an evaluator the best estimated plan wins.
 """
 
 from __future__ import annotations
@@ -22,7 +28,7 @@ from seallm.config import ClusterSpec, Config, ConfigError
 from seallm.costmodel import CostModel
 from seallm.placement.demand import ServiceLoad, min_group_size
 from seallm.placement.estimator import SATURATED, Estimator, GroupEstimate
-from seallm.placement.plan import GroupPlan, Plan
+from seallm.placement.plan import GroupPlan, Plan, PlanEvaluator
 
 Score = tuple[float, float]  # (SLO shortfall, mean normalized latency), smaller is better
 
@@ -252,9 +258,13 @@ def replicate(a: Assignment) -> None:
 
 
 def place_two_stage(
-    config: Config, cost: CostModel, loads: dict[str, ServiceLoad], finalists: int = 24
+    config: Config,
+    cost: CostModel,
+    loads: dict[str, ServiceLoad],
+    finalists: int = 24,
+    evaluate: PlanEvaluator | None = None,
 ) -> Plan:
-    est = Estimator(config, cost, loads)
+    est = Estimator(config, cost, loads, rounds=True)
     firsts = []
     # With base replicas first; if no split holds them all, each service once.
     for replicas in (base_replicas(est, loads, config), None):
@@ -271,26 +281,61 @@ def place_two_stage(
     # only where the estimate says it helps.
     seeds = sorted(firsts, key=lambda f: (f[0], f[1]))[:finalists]
     dedicated = _dedicated_seed(config, cost, loads, est)
-    best: tuple[Score, list[tuple[int, int]], Assignment] | None = None
-    for _, _, groups, a in [*seeds, *dedicated]:
+    scored: list[tuple[Score, int, Plan]] = []
+    for i, (_, _, groups, a) in enumerate([*seeds, *dedicated]):
         replicate(a)
-        score = a.score_with()
-        if best is None or score < best[0]:
-            best = (score, groups, a)
-    if best is None:
+        scored.append((a.score_with(), i, _plan(config, groups, a.members)))
+    if not scored:
         raise ConfigError(
             "services: no split of the cluster into power-of-two groups holds every service "
             "with its KV reserve; add GPUs or remove services"
         )
-    _, groups, a = best
+    scored.sort(key=lambda x: (x[0], x[1]))
+    if evaluate is None or config.placement_check_s <= 0:
+        return scored[0][2]
+    return _checked_by_simulation(config, cost, loads, scored, evaluate)
+
+
+def _plan(config: Config, groups: list[tuple[int, int]], members: list[list[str]]) -> Plan:
     plan_groups, next_gpu = [], {}
-    for (node, size), members in zip(groups, a.members, strict=True):
-        if not members:
+    for (node, size), served in zip(groups, members, strict=True):
+        if not served:
             continue
         first = next_gpu.get(node, 0)
         next_gpu[node] = first + size
-        plan_groups.append(GroupPlan(len(plan_groups), node, first, size, tuple(members)))
+        plan_groups.append(GroupPlan(len(plan_groups), node, first, size, tuple(served)))
     return Plan(plan_groups).validate(config.cluster)
+
+
+def _signature(plan: Plan) -> tuple:
+    """What makes two plans serve alike (group sizes and who is on them, in any order)."""
+    return tuple(sorted((g.node, g.size, tuple(sorted(g.services))) for g in plan.groups))
+
+
+def _checked_by_simulation(
+    config: Config,
+    cost: CostModel,
+    loads: dict[str, ServiceLoad],
+    scored: list[tuple[Score, int, Plan]],
+    evaluate: PlanEvaluator,
+) -> Plan:
+    """The best simulated plan among the best estimated ones and the seeds."""
+    from seallm.placement.dedicated import place_dedicated
+    from seallm.placement.muxserve import place_muxserve
+
+    candidates: dict[tuple, Plan] = {}
+    for _, _, plan in scored:
+        if len(candidates) >= config.placement_finalists:
+            break
+        candidates.setdefault(_signature(plan), plan)
+    for seed in (place_dedicated, place_muxserve):
+        try:
+            plan = seed(config, cost, loads)
+        except ConfigError:
+            continue
+        candidates.setdefault(_signature(plan), plan)
+    results = [(evaluate(plan, None).key, i, plan) for i, plan in enumerate(candidates.values())]
+    return min(results, key=lambda x: (x[0], x[1]))[2]
 
 
 def _dedicated_seed(

@@ -303,7 +303,8 @@ class LiveRuntime:
                 if batch is None:  # nothing fits now; wait for an abort or a new arrival
                     self.lock.wait(0.01)
                     continue
-            shape = batch_shape(batch) if self.step_log is not None else None
+            step_log = self.step_log  # read once a step (the server's warm-up mutes it)
+            shape = batch_shape(batch) if step_log is not None else None
             try:
                 outcome = engine.execute(batch, now)
             except Exception as err:
@@ -321,7 +322,7 @@ class LiveRuntime:
                     self._fail(engine, batch.requests, err)
                     continue
                 self._emit(batch)
-            if self.step_log is not None:
+            if step_log is not None:
                 self._log_step(batch, outcome, shape, now, self.clock() - start)
 
     def _log_step(

@@ -12,22 +12,24 @@ retiring groups still hold GPUs (requests may move at any step's end) steps are 
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
-from seallm.config import Config, SystemSpec
+from seallm.colocation import round_pricer
+from seallm.config import ENGINES, Config, SystemSpec
 from seallm.controller import Controller
 from seallm.costmodel import CostModel
 from seallm.engine import GroupEngine
 from seallm.engine_spatial import SpatialEngine
 from seallm.executor.sim import SimExecutor
-from seallm.executor.spatial import ResourceCost, SpatialExecutor
+from seallm.executor.spatial import make_spatial_executor
 from seallm.kvcache import PagedKVCache, StaticKVCache, UnifiedKVCache
 from seallm.placement.demand import kv_bytes
-from seallm.placement.plan import GroupPlan, Plan
+from seallm.placement.plan import GroupPlan, Plan, PlanEvaluator, PlanScore
 from seallm.profile import service_profiles
 from seallm.request import Request
 from seallm.scheduling import make_scheduler
@@ -67,21 +69,30 @@ def make_kv(config: Config, system: SystemSpec, group: GroupPlan) -> PagedKVCach
 def sim_engine_factory(
     config: Config, system: SystemSpec, cost: CostModel, fuse: bool = True
 ) -> Callable[[GroupPlan], GroupEngine]:
+    if system.engine not in ENGINES:
+        raise ValueError(f"engine: {system.engine!r} is not one of {', '.join(ENGINES)}")
+
     def build(group: GroupPlan) -> GroupEngine:
         models = {s: config.service(s).model_spec for s in group.services}
         costs = {s: cost.for_model(m, group.size) for s, m in models.items()}
         profiles = service_profiles(config, costs)
-        engine_cls, executor = GroupEngine, SimExecutor(costs)
-        if system.engine == "spatial":  # MuxServe: a prefill and decodes share the group
+        engine_cls, executor, rounds = GroupEngine, SimExecutor(costs), None
+        if system.engine == "rounds":
+            rounds = round_pricer(cost, models, group.size)
+            executor = SimExecutor(costs, rounds)
+        elif system.engine in ("spatial", "spatial-ideal"):  # MuxServe: processes share GPUs
             engine_cls = SpatialEngine
-            executor = SpatialExecutor(
-                {s: ResourceCost(cost, m, group.size) for s, m in models.items()}
+            shares = (
+                dict(zip(group.services, group.decode_shares, strict=True))
+                if group.decode_shares
+                else None
             )
+            executor = make_spatial_executor(system.engine, cost, models, group.size, shares)
         return engine_cls(
             group.id,
             models,
             group.size,
-            make_scheduler(system.scheduler, profiles, config.engine),
+            make_scheduler(system.scheduler, profiles, config.engine, rounds),
             make_kv(config, system, group),
             executor,
             config.engine,
@@ -107,8 +118,17 @@ def simulate(
     """Run `records` (arrivals within config.duration_s) through `system`."""
     wall0 = time.perf_counter()
     cost = cost or CostModel(config.cluster.device_spec)
+    evaluate = None
+    if config.placement_check_s > 0:
+        evaluate = simulation_evaluator(config, system, cost, rate_scale)
     ctl = Controller(
-        config, system, cost, sim_engine_factory(config, system, cost, fuse), rate_scale, plan
+        config,
+        system,
+        cost,
+        sim_engine_factory(config, system, cost, fuse),
+        rate_scale,
+        plan,
+        evaluate=evaluate,
     )
     reqs = [
         Request(i, r.service, r.prompt_tokens, r.output_tokens, r.arrival_s)
@@ -176,3 +196,63 @@ def simulate(
             last_progress = now
     end = end_limit if events or i < len(reqs) or ctl.next_event < math.inf else now
     return SimResult(system, reqs, end, time.perf_counter() - wall0, ctl)
+
+
+def simulation_evaluator(
+    config: Config, system: SystemSpec, cost: CostModel, rate_scale: float = 1.0
+) -> PlanEvaluator:
+    """Scores a plan by simulating `system` on it over `placement_check_s` seconds of the
+    expected workload: the deployment's arrival process and lengths with another seed (the
+    placement sees what traffic to expect, not the arrivals it will be measured on), without
+    re-placement; or, given per-service rates (the service monitor's), that process at those
+    rates, without the deployment's scheduled shifts. Requests left unfinished count at the
+    end of the check."""
+    seconds = config.placement_check_s
+    guide = dataclasses.replace(
+        config,
+        duration_s=min(seconds, config.duration_s),
+        drain_s=seconds,
+        seed=config.seed + 1,
+        placement_check_s=0.0,
+    )
+    expected = guide.records(rate_scale)
+    checked = dataclasses.replace(system, replacement=None)
+    slo = {s.name: s.slo_scale for s in config.services}
+
+    def evaluate(plan: Plan, rates: Mapping[str, float] | None) -> PlanScore:
+        cfg, records, scale = guide, expected, rate_scale
+        if rates is not None:
+            cfg = at_rates(guide, rates)
+            records, scale = cfg.records(), 1.0
+        res = simulate(cfg, checked, records, cost, scale, plan=plan)
+        reqs = [r for r in res.requests if r.output_tokens > 0]
+        if not reqs:
+            return PlanScore(0.0, 0.0, 0.0)
+        met = norm = latency = 0.0
+        for r in reqs:
+            end = r.finish_time if r.finish_time is not None else res.end_time
+            latency += end - r.arrival
+            norm += (end - r.arrival) / r.output_tokens
+            met += r.finish_time is not None and end - r.arrival <= slo[r.service] * r.standalone
+        return PlanScore(
+            max(0.0, config.slo_target - met / len(reqs)),
+            norm / len(reqs),
+            latency / cfg.duration_s,
+        )
+
+    return evaluate
+
+
+def at_rates(config: Config, rates: Mapping[str, float]) -> Config:
+    """The deployment's arrival process at these per-service rates, with no scheduled shift."""
+    total = sum(rates.values())
+    services = [dataclasses.replace(s, weight=rates.get(s.name, 0.0)) for s in config.services]
+    workload = dataclasses.replace(
+        config.workload,
+        rate=max(total, 1e-6),
+        shift_times=[],
+        shift_period_s=0.0,
+        rate_schedule=[],
+        bursts=[],
+    )
+    return dataclasses.replace(config, services=services, workload=workload)

@@ -13,7 +13,8 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
-from seallm.config import Config, SystemSpec
+from seallm.colocation import round_pricer
+from seallm.config import Config, ConfigError, SystemSpec
 from seallm.controller import Controller
 from seallm.costmodel import CostModel
 from seallm.engine import GroupEngine
@@ -41,6 +42,19 @@ def torch_executor_factory(device: str = "cpu") -> ExecutorFactory:
     return build
 
 
+LIVE_ENGINES = ("temporal", "rounds")
+
+
+def check_live_engine(system: SystemSpec) -> None:
+    """Live engines run one model after another or in rounds; MuxServe's spatial sharing
+    (one process per job under MPS) exists in the simulator only."""
+    if system.engine not in LIVE_ENGINES:
+        raise ConfigError(
+            f"system {system.name!r}: engine {system.engine!r} runs in the simulator only; "
+            f"live serving runs {' or '.join(LIVE_ENGINES)} engines"
+        )
+
+
 def live_group_engine(
     config: Config,
     system: SystemSpec,
@@ -58,11 +72,13 @@ def live_group_engine(
     kv = group_kv(system, group, specs, kv_pool_bytes, config)
     costs = {s: cost.for_model(m, group.size) for s, m in specs.items()}
     profiles = service_profiles(config, costs)
+    check_live_engine(system)
+    rounds = round_pricer(cost, specs, group.size) if system.engine == "rounds" else None
     return GroupEngine(
         group.id,
         specs,
         group.size,
-        make_scheduler(system.scheduler, profiles, config.engine),
+        make_scheduler(system.scheduler, profiles, config.engine, rounds),
         kv,
         make_executor({s: models[s] for s in group.services}, kv),
         config.engine,

@@ -8,9 +8,11 @@ prefill and decode jobs of the LLMs co-located on a GPU mesh:
   the LLMs take their prefill turns round-robin (the turn passes to the next LLM with a
   prefill that fits). A prefill batch is the LLM's oldest waiting requests, first-come
   first-served with head-of-line blocking, up to the token and batch limits.
-- **Decode jobs fill the rest.** Every LLM with running requests decodes, round-robin in
-  MuxServe's launch order; their processes run concurrently, so here every decoding LLM gets
-  one iteration per round (`executor/spatial.py`), its batch capped at `max_batch_size`.
+- **Decode jobs fill the rest.** Every LLM with running requests decodes, its batch capped
+  at `max_batch_size`; their processes run concurrently, one iteration per round. Which of
+  them get their SM parts beside the prefill (tried round-robin, MuxServe's
+  `switch_decoding_model`) is the executor's gate (`executor/spatial.py`): the others wait
+  for the next step.
 - **Token-block quotas.** The LLMs share one KV space (the unified cache); to keep one LLM
   from taking it all, each has a quota of KV blocks (pages), initially in proportion to its
   per-token KV size (every LLM gets the same number of tokens, MuxServe's `fix` initial

@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from seallm.colocation import RoundPricer
 from seallm.config import EngineSpec
 from seallm.executor.base import Batch, StepOutcome
 from seallm.kvcache import PagedKVCache
@@ -49,6 +50,9 @@ class EngineState:
 
 class Scheduler(Protocol):
     name: str
+    # Whether the policy forms rounds (`rounds.py`) when given a pricer in `rounds`.
+    supports_rounds: bool
+    rounds: RoundPricer | None
 
     def admit(self, req: Request, now: float) -> None:
         """Initialise the policy's per-request state when the request reaches the engine."""
@@ -69,6 +73,9 @@ class Scheduler(Protocol):
 class StatelessHooks:
     """The hooks of a policy that keeps no per-request state (FCFS, ADBS): requests are only
     charged the service they attained and stamped with when they last ran."""
+
+    supports_rounds = False
+    rounds: RoundPricer | None = None
 
     def admit(self, req: Request, now: float) -> None:
         pass
@@ -98,10 +105,21 @@ def register(name: str) -> Callable[[SchedulerFactory], SchedulerFactory]:
     return deco
 
 
-def make_scheduler(name: str, profiles: dict[str, ServiceProfile], limits: EngineSpec) -> Scheduler:
+def make_scheduler(
+    name: str,
+    profiles: dict[str, ServiceProfile],
+    limits: EngineSpec,
+    rounds: RoundPricer | None = None,
+) -> Scheduler:
+    """The named policy; with `rounds`, one that forms rounds priced by it."""
     if name not in SCHEDULERS:
         raise ValueError(f"scheduler: {name!r} is not one of {', '.join(sorted(SCHEDULERS))}")
-    return SCHEDULERS[name](profiles, limits)
+    scheduler = SCHEDULERS[name](profiles, limits)
+    if rounds is not None:
+        if not scheduler.supports_rounds:
+            raise ValueError(f"scheduler {name!r} does not form rounds (engine: rounds)")
+        scheduler.rounds = rounds
+    return scheduler
 
 
 def fit_decode(state: EngineState, decode: list[Request]) -> list[Request]:

@@ -10,24 +10,40 @@ baseline) are served one model per iteration: the model of the oldest request.
 
 from __future__ import annotations
 
+from seallm.colocation import RoundPricer
 from seallm.config import EngineSpec
 from seallm.profile import ServiceProfile
 from seallm.request import Request
 from seallm.scheduling.base import Decision, EngineState, StatelessHooks, fit_decode, register
+from seallm.scheduling.rounds import join_round
 
 
 class FCFSScheduler(StatelessHooks):
     name = "fcfs"
+    supports_rounds = True
 
     def __init__(
         self, profiles: dict[str, ServiceProfile] | None = None, limits: EngineSpec | None = None
     ) -> None:
-        pass  # FCFS needs neither profiles nor limits; the signature is the factory's
+        # Rounds (`rounds.py`): set by the engine builder for systems that run them.
+        self.rounds: RoundPricer | None = None
+        self.join_slowdown = limits.round_join_slowdown if limits else 0.0
 
     def schedule(self, state: EngineState, now: float) -> Decision:
+        order = services_by_age(state)
+        d = self._first(state, order)
+        if self.rounds is not None and not d.empty:  # the next-oldest models may join
+            by_service: dict[str, list[Request]] = {}
+            for r in state.running:
+                by_service.setdefault(r.service, []).append(r)
+            candidates = ((s, by_service.get(s, ())) for s in order)
+            join_round(d, state, self.rounds, self.join_slowdown, candidates)
+        return d
+
+    def _first(self, state: EngineState, order: list[str]) -> Decision:
         # The model of the oldest request runs; if it can do nothing (its memory is held by
         # another model's running requests), the next-oldest model runs instead.
-        for service in services_by_age(state):
+        for service in order:
             running = [r for r in state.running if r.service == service]
             prefill = admit_fcfs(state, service, len(running))
             if prefill:

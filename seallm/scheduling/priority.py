@@ -22,21 +22,27 @@ from bisect import bisect_left, insort
 from collections import OrderedDict
 from collections.abc import Iterator
 
+from seallm.colocation import RoundPricer
 from seallm.config import EngineSpec
 from seallm.executor.base import Batch, StepOutcome
 from seallm.profile import ServiceProfile
 from seallm.request import Request, Status
 from seallm.scheduling.base import Decision, EngineState
+from seallm.scheduling.rounds import join_round
 
 Entry = tuple  # (*key, arrival, id)
 
 
 class PriorityScheduler:
     name = "priority"
+    supports_rounds = True
 
     def __init__(self, profiles: dict[str, ServiceProfile], limits: EngineSpec) -> None:
         self.profiles = profiles
         self.ageing_s = limits.ageing_s
+        # Rounds (`rounds.py`): set by the engine builder for systems that run them.
+        self.rounds: RoundPricer | None = None
+        self.join_slowdown = limits.round_join_slowdown
         # Per service: entries of requests not on the device (queued, swapped), and running.
         self.index: dict[str, list[Entry]] = {s: [] for s in profiles}
         self.running_index: dict[str, list[Entry]] = {s: [] for s in profiles}
@@ -143,11 +149,40 @@ class PriorityScheduler:
                 break
         if d.empty:
             return Decision()
+        if self.rounds is not None:
+            reqs = self.reqs
+            candidates = ((s, (reqs[e[-1]] for e in self.running_index[s])) for s in services)
+            joined = join_round(d, state, self.rounds, self.join_slowdown, candidates)
+            if self.budgeted and joined:
+                budget_left = min(budget_left, min(r.budget - r.attained for r in joined))
+                budget_left = min(budget_left, self._overtake_in(d.service, joined))
         deadline = oldest.last_run + self.ageing_s if oldest is not None else math.inf
         if aged is not None:
             deadline = now  # one iteration: the aged request's key changes as it runs
         d.stop_at = min(deadline, now + budget_left)
         return d
+
+    def _overtake_in(self, lead: str | None, joined: list[Request]) -> float:
+        """Seconds of running together until a joined model's best request ranks above the
+        lead model's best one (then the lead changes; a fused run of rounds must stop there,
+        so that it equals the same rounds decided one by one). A budgeted key (level, (b - a)
+        / L̂) falls at 1 / L̂ per second of service within a level; levels change only at a
+        budget crossing, which ends the run anyway."""
+        if lead is None:
+            return math.inf
+        tops = [lst[0] for lst in (self.index[lead], self.running_index[lead]) if lst]
+        best = min(tops)
+        lead_req = self.reqs[best[-1]]
+        lead_rate = 1 / lead_req.estimate if lead_req.status is Status.RUNNING else 0.0
+        out = math.inf
+        for service in {r.service for r in joined}:
+            top = self.running_index[service][0]
+            if top[0] != best[0]:
+                continue  # a worse level: not before a budget crossing
+            rate = 1 / self.reqs[top[-1]].estimate
+            if rate > lead_rate:
+                out = min(out, max(0.0, (top[1] - best[1]) / (rate - lead_rate)))
+        return out
 
     def _fill(
         self, state: EngineState, service: str, aged: Request | None, admit: bool = True

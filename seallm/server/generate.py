@@ -29,7 +29,7 @@ from seallm.runtime.live import (
     Stream,
     TokenEvent,
 )
-from seallm.server.errors import APIError, bad_request, error_body
+from seallm.server.errors import APIError, bad_request, clip, error_body
 from seallm.server.protocol import (
     AssistantMessage,
     ChatChoice,
@@ -58,6 +58,20 @@ def check_supported(body: _Sampling) -> None:
     for i, s in enumerate(body.stop_list):
         if not s:
             raise bad_request(f"stop[{i}]: stop sequences must not be empty", param="stop")
+        check_text(s, f"stop[{i}]", "stop")
+
+
+def check_text(text: str, where: str, param: str) -> None:
+    """Refuse text that is not Unicode a tokenizer can take: JSON may carry a lone surrogate
+    (an escaped half of a UTF-16 pair, "\\ud800"), which no UTF-8 text holds."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:
+        raise bad_request(
+            f"{where}: invalid Unicode (lone surrogate U+{ord(text[err.start]):04X} at "
+            f"position {err.start})",
+            param=param,
+        ) from None
 
 
 def completion_prompt(body: CompletionRequest, model: LoadedModel) -> list[int]:
@@ -71,6 +85,7 @@ def completion_prompt(body: CompletionRequest, model: LoadedModel) -> list[int]:
             )
         prompt = prompt[0]
     if isinstance(prompt, str):
+        check_text(prompt, "prompt", "prompt")
         ids = list(model.encode(prompt))
     else:
         ids = list(prompt)  # type: ignore[arg-type]
@@ -88,11 +103,14 @@ def completion_prompt(body: CompletionRequest, model: LoadedModel) -> list[int]:
 
 def chat_prompt(body: ChatCompletionRequest, model: LoadedModel) -> list[int]:
     messages = [{"role": m.role, "content": m.text()} for m in body.messages]
+    for i, m in enumerate(messages):
+        check_text(m["content"], f"messages[{i}].content", "messages")
     try:
         ids = list(model.apply_chat_template(messages))
     except Exception as err:  # a template may refuse a role order (e.g. no system role)
         raise bad_request(
-            f"messages: {model.name}'s chat template cannot render them: {err}", param="messages"
+            clip(f"messages: {model.name}'s chat template cannot render them: {err}", 300),
+            param="messages",
         ) from err
     if not ids:
         raise bad_request("messages: the rendered prompt is empty", param="messages")

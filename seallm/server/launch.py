@@ -1,9 +1,16 @@
 """Start a server: load the models, build the live runtime and the app, run uvicorn.
 
-Shutdown (SIGTERM or SIGINT, or `should_exit` in tests): the listening socket closes and the
-runtime stops accepting (503) at once; in-flight requests get `server.drain_s` seconds to
-finish, then the ones left are failed with an explicit error (a JSON 503, or an error event
-in a stream); then the engine threads stop and the process exits.
+Startup: the models are loaded, then warmed up (server/warmup.py), and only then is the socket
+bound and the URL announced, so that the first client finds the models warm.
+
+Shutdown (SIGTERM or SIGINT, or `should_exit` in tests): the runtime stops accepting at once,
+but the listening socket stays open while in-flight requests get up to `server.drain_s`
+seconds to finish, so that a load balancer sees the drain: `/health` answers 503
+`{"status": "draining"}` and a new generation request 503 (`shutting_down`). The ones still
+running at the deadline are failed with an explicit error (a JSON 503, or an error event in a
+stream); then the socket closes (connections are refused from then on), the engine threads
+stop and the process exits with status 0. With nothing in flight that is at once. A second
+Ctrl-C ends the drain early.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 import uvicorn
+from fastapi import FastAPI
 
 from seallm.runtime.live import LiveRuntime
 from seallm.runtime.torch_engines import ExecutorFactory, live_controller, torch_executor_factory
@@ -53,18 +61,29 @@ class SeallmServer(uvicorn.Server):
     """uvicorn, with the runtime's drain at shutdown and the URL announced once bound."""
 
     def __init__(
-        self, config: uvicorn.Config, runtime: LiveRuntime, drain_s: float, announce: Announce
+        self,
+        config: uvicorn.Config,
+        runtime: LiveRuntime,
+        drain_s: float,
+        announce: Announce,
+        app: FastAPI | None = None,
     ) -> None:
         super().__init__(config)
         self.runtime = runtime
         self.drain_s = drain_s
         self.announce = announce
+        self.app = app
         self.port: int | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
-        await super().startup(sockets)
+        await super().startup(sockets)  # the lifespan (runtime start, warm-up), then the bind
         if self.servers and self.servers[0].sockets:
             self.port = self.servers[0].sockets[0].getsockname()[1]
+        warm = getattr(self.app.state, "warmup_s", None) if self.app is not None else None
+        if warm:
+            self.announce(
+                "warmed up " + ", ".join(f"{name} in {s:.1f} s" for name, s in warm.items())
+            )
         ctl = self.runtime.controller
         self.announce(
             f"seallm serving {', '.join(ctl.hosts)} with the {ctl.system.name} system at "
@@ -72,12 +91,18 @@ class SeallmServer(uvicorn.Server):
         )
 
     async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        # Drain with the socket still open (new requests get 503), then close it.
         drain = asyncio.create_task(self.runtime.drain(self.drain_s))
-        await asyncio.sleep(0)  # let the drain mark the runtime as closed before anything else
-        await super().shutdown(sockets)
-        failed = await drain
+        while not drain.done() and not self.force_exit:
+            await asyncio.wait({drain}, timeout=0.1)
+        if drain.done():
+            failed = drain.result()
+        else:  # forced: the process ends now
+            drain.cancel()
+            failed = 0
         if failed:
             self.announce(f"failed {failed} request(s) still running after {self.drain_s:g} s")
+        await super().shutdown(sockets)
         # Drained: exit with status 0 rather than re-raising the signal (uvicorn's default,
         # which would end the process with the signal's status after a clean shutdown).
         self._captured_signals.clear()
@@ -111,7 +136,7 @@ def build_server(
         log = settings.server.step_log
         step_log = open(log, "a", buffering=1) if log else None  # noqa: SIM115 (server-long)
         runtime = LiveRuntime(controller, settings.server.max_queue, step_log=step_log)
-    app = create_app(runtime, models, settings.server.drain_s)
+    app = create_app(runtime, models, settings.server.drain_s, settings.server.max_body_mb)
     config = uvicorn.Config(
         app,
         host=settings.server.host,
@@ -120,7 +145,7 @@ def build_server(
         timeout_graceful_shutdown=int(settings.server.drain_s) + 10,
         lifespan="on",
     )
-    return SeallmServer(config, runtime, settings.server.drain_s, announce)
+    return SeallmServer(config, runtime, settings.server.drain_s, announce, app)
 
 
 class ServerThread:

@@ -1,25 +1,21 @@
 """OpenAI's request and response shapes (completions, chat completions, models), as pydantic
-models. Types are strict (a string is not a number), ranges are OpenAI's; fields seallm does not
-model are ignored, and known features it does not implement are refused with a 400 when set
-(`unsupported`), rather than silently dropped. `ignore_eos` and `top_k` are vLLM's extensions.
+models. Types are strict (a string is not a number, and 4.0 is not an integer), ranges are
+OpenAI's; fields seallm does not model are ignored, and known features it does not implement
+are refused with a 400 when set (`unsupported`), rather than silently dropped. `ignore_eos`
+and `top_k` are vLLM's extensions.
 """
 
 from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
-
-
-def _integral(value: Any) -> Any:
-    # JSON has one number type: 2.0 is a valid integer in JSON Schema, so accept it as 2.
-    return int(value) if isinstance(value, float) and value.is_integer() else value
+from pydantic import BaseModel, ConfigDict, Field
 
 
 def integer(**limits: int) -> Any:
-    """A strict integer that also takes an integral float, within `limits` (ge, le, ...);
-    the limits sit inside the validator so that the OpenAPI schema states them."""
-    return Annotated[Annotated[int, Field(**limits)], BeforeValidator(_integral)]
+    """A strict integer within `limits` (ge, le, ...): a JSON number written with a fraction or
+    an exponent (4.0, 1e3) is refused, as a string is, though JSON Schema calls 4.0 an integer."""
+    return Annotated[int, Field(**limits)]
 
 
 Int = integer()
@@ -43,7 +39,8 @@ class _Sampling(_Strict):
 
     model: str
     temperature: Annotated[float, Field(ge=0.0, le=2.0)] | None = None
-    top_p: Annotated[float, Field(gt=0.0, le=1.0)] | None = None
+    # 0 (or anything below generate.SAMPLING_EPS) keeps the most likely token only.
+    top_p: Annotated[float, Field(ge=0.0, le=1.0)] | None = None
     top_k: integer(ge=-1) | None = None
     seed: integer(ge=-(2**63), lt=2**64) | None = None
     stop: StopField = None
@@ -100,13 +97,14 @@ class TextPart(_Strict):
 
 
 class ChatMessage(_Strict):
+    """A turn of the conversation; its content is required (null or missing is refused
+    whatever the role: an assistant turn of tool calls only has no meaning without tools)."""
+
     role: Literal["system", "developer", "user", "assistant", "tool"]
-    content: str | list[TextPart] | None = None
+    content: str | list[TextPart]
     name: str | None = None
 
     def text(self) -> str:
-        if self.content is None:
-            return ""
         if isinstance(self.content, str):
             return self.content
         return "".join(p.text for p in self.content)
@@ -182,6 +180,14 @@ class ModelCard(BaseModel):
     owned_by: str = "seallm"
     max_model_len: int
     architecture: str
+    kind: Literal["instruct", "base"] = Field(
+        description="instruct: tuned to answer chat turns; base: a plain language model that "
+        "continues its text (use /v1/completions: in a chat it tends to echo the prompt)"
+    )
+    has_chat_template: bool = Field(
+        description="whether the model ships a chat template; if not, /v1/chat/completions "
+        "renders the turns in a generic format the model was not trained on"
+    )
 
 
 class ModelList(BaseModel):

@@ -10,6 +10,7 @@ A serve YAML is a deployment config (`config.py`'s keys, or `preset: NAME`) plus
       max_queue: 64          # per service: requests that may wait beyond a full batch; more: 429
       kv_pool_mb: 512        # the group's KV pool (the simulator sizes it from device memory)
       drain_s: 30            # on SIGTERM: seconds in-flight requests get to finish
+      max_body_mb: 4         # the largest request body (MiB); a larger one gets a 413
       dtype: float32
       device: cpu
       models: {}             # service -> weights: a catalog name, a local folder, or tiny-llama /
@@ -53,6 +54,9 @@ class ServerSpec:
     max_queue: int = 64
     kv_pool_mb: float = 512.0
     drain_s: float = 30.0
+    # Bodies over this many MiB are refused (413). 4 MiB holds a full context of the default
+    # models (32k tokens as text, or as token ids) several times over.
+    max_body_mb: float = 4.0
     dtype: str = "float32"
     device: str = "cpu"
     models: dict[str, str] = field(default_factory=dict)
@@ -107,7 +111,7 @@ class ServeSettings:
             )
         if not isinstance(s.port, int) or isinstance(s.port, bool) or not 0 <= s.port <= 65535:
             raise ConfigError(f"server.port must be an integer in [0, 65535], got {s.port!r}")
-        for name in ("max_queue", "kv_pool_mb", "drain_s"):
+        for name in ("max_queue", "kv_pool_mb", "drain_s", "max_body_mb"):
             value = getattr(s, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
                 raise ConfigError(f"server.{name} must be a positive number, got {value!r}")
@@ -138,15 +142,8 @@ def settings_from_dict(data: dict[str, Any]) -> ServeSettings:
         raise ConfigError(f"server.{unknown[0]}: unknown key; valid keys are {', '.join(names)}")
     if not isinstance(server.get("models", {}), dict):
         raise ConfigError("server.models: expected a mapping of service -> weights")
-    preset = data.pop("preset", None)
-    if preset is not None:
-        if data:
-            raise ConfigError(
-                f"{sorted(data)[0]}: give either preset or the deployment's keys, not both"
-            )
-        config = get_preset(str(preset))
-    else:
-        config = config_from_dict(data) if data else get_preset(DEFAULT_PRESET)
+    # `preset: NAME` plus deployment keys: the keys override the preset's (config.with_preset)
+    config = config_from_dict(data) if data else get_preset(DEFAULT_PRESET)
     return ServeSettings(config, system, ServerSpec(**server)).validate()
 
 
