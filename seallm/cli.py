@@ -18,9 +18,9 @@ from rich.table import Table
 from seallm.config import Config, ConfigError, load_config
 from seallm.costmodel import CostModel
 from seallm.metrics import GroupRow, ResultRow, group_rows, per_service, summarize
-from seallm.placement import get_placement, service_loads
+from seallm.placement import place, service_loads
 from seallm.presets import PRESETS, get_preset
-from seallm.runtime.sim import SimResult, simulate
+from seallm.runtime.sim import SimResult, simulate, simulation_evaluator
 from seallm.systems import SYSTEMS, get_system, resolve_systems
 from seallm.workload import WorkloadError
 
@@ -318,11 +318,13 @@ def plan_cmd(
         cost = CostModel(cfg.cluster.device_spec)
         loads = service_loads(cfg, rate_scale)
         t0 = time.perf_counter()
-        plan = get_placement(spec.placement)(cfg, cost, loads)
+        # As the simulator places: finalists checked by a short simulation where it applies.
+        evaluate = simulation_evaluator(cfg, spec, cost, rate_scale)
+        plan = place(spec.placement, cfg, cost, loads, evaluate)
         solve = time.perf_counter() - t0
     except (ConfigError, ValueError) as err:
         raise _fail(err) from err
-    est = Estimator(cfg, cost, loads)
+    est = Estimator(cfg, cost, loads, rounds=spec.engine == "rounds")
     table = Table(title=f"{cfg.name}: {spec.name} placement ({spec.placement}, {solve:.2f} s)")
     heads = [
         "group",

@@ -20,8 +20,10 @@ SYSTEMS: dict[str, SystemSpec] = {
             placement="alpaserve",
             scheduler="fcfs",
             kv="static",
+            admission="slo-drop",
             description="AlpaServe (OSDI'23): model-parallel groups with greedy selective "
-            "replication maximizing SLO attainment, FCFS across co-located models, static KV",
+            "replication maximizing SLO attainment, FCFS across co-located models, static KV, "
+            "requests predicted to miss their SLO dropped",
         ),
         SystemSpec(
             "muxserve",

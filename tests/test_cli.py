@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROW_KEYS = {
     "system",
     "requests",
@@ -32,6 +34,7 @@ def seallm(*args: str, cwd: Path | None = None) -> subprocess.CompletedProcess[s
     )
 
 
+@pytest.mark.slow
 def test_simulate_json_to_stdout_follows_the_contract():
     p = seallm(
         "simulate", "--preset", "h100x8", "--system", "all", "--duration", "30", "--json", "-"
@@ -47,6 +50,7 @@ def test_simulate_json_to_stdout_follows_the_contract():
         assert 0.0 <= row["slo_attainment"] <= 1.0
 
 
+@pytest.mark.slow
 def test_simulate_writes_json_file_and_plots(tmp_path):
     out = tmp_path / "r.json"
     p = seallm(
@@ -92,6 +96,7 @@ def test_errors_are_clear_and_exit_2(tmp_path):
     assert p.returncode == 2 and "cannot read config" in p.stderr
 
 
+@pytest.mark.slow
 def test_plan_prints_groups():
     p = seallm("plan", "--preset", "paper32")
     assert p.returncode == 0, p.stderr
@@ -101,6 +106,7 @@ def test_plan_prints_groups():
     assert "two-stage" in p.stdout and "s04-llama-2-70b" in p.stdout
 
 
+@pytest.mark.slow
 def test_experiment_shared_group_quick_writes_results(tmp_path):
     p = seallm(
         "experiment",

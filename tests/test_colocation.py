@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from seallm.catalog import DEVICES, MODELS
 from seallm.colocation import JobCoster, RoundPricer, round_time, sm_slowdown
 from seallm.costmodel import CostModel
+from seallm.placement.plan import GroupPlan, Plan
 from seallm.runtime.sim import simulate
 from seallm.systems import get_system
 
@@ -104,17 +105,20 @@ def test_rounds_lose_no_request(small_config, system):
         assert e.kv.stats().used_bytes == 0 and not e.has_work
 
 
+@pytest.mark.slow
 def test_join_bound_decides_who_joins(small_config):
     """At bound 0 only free joins happen (none on this GPU: a decode always costs something);
     at inf every model joins; the default lies between and is no slower than temporal."""
     recs = small_config.records(rate_scale=2.0)
+    shared = Plan([GroupPlan(0, 0, 0, 4, tuple(s.name for s in small_config.services))])
 
     def mean_latency(system: str, bound: float) -> float:
         cfg = dataclasses.replace(
             small_config,
             engine=dataclasses.replace(small_config.engine, round_join_slowdown=bound),
+            drain_s=1e4,
         )
-        reqs = simulate(cfg, get_system(system), recs).requests
+        reqs = simulate(cfg, get_system(system), recs, plan=shared).requests
         return sum((r.finish_time - r.arrival) / r.output_tokens for r in reqs) / len(reqs)
 
     temporal = mean_latency("seallm-temporal", 0.5)

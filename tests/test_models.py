@@ -258,6 +258,7 @@ def _hf_reference(lm: LoadedModel) -> torch.nn.Module:
     return AutoModelForCausalLM.from_pretrained(lm.path, dtype=torch.float32).eval()
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["smollm2-135m", "gemma-3-270m"])
 def test_real_model_matches_transformers(real_models, name: str) -> None:
     """Logits on a random prompt (float32) and 32 greedy tokens equal transformers'."""

@@ -11,6 +11,8 @@ from tiny_server import GEMMA, SMOL, running
 from seallm.server.launch import load_models
 from seallm.server.settings import default_settings
 
+pytestmark = pytest.mark.slow  # real servers end to end
+
 MODELS = [SMOL, GEMMA]
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from typer.testing import CliRunner
 
 from seallm.bench.paper_report import gain
@@ -18,6 +19,7 @@ def test_gain_reads_latency_and_attainment_the_right_way():
     assert math.isinf(gain("slo_attainment", 0.5, 0.0))
 
 
+@pytest.mark.slow
 def test_quick_paper_experiment_writes_tables_and_gains(tmp_path):
     res = CliRunner().invoke(
         app,

@@ -83,6 +83,7 @@ def test_profiled_cost_matches_iteration_loop_and_drives_the_simulator():
     assert rows["ProfiledCostModel"].mean_ttft != rows["CostModel"].mean_ttft
 
 
+@pytest.mark.slow
 def test_profiler_times_the_real_engine_and_fits_every_model():
     from seallm.bench.profiler import Grid, grid_size, profile_models
     from seallm.models.loader import tiny_model

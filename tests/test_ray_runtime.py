@@ -24,7 +24,7 @@ from seallm.placement.plan import GroupPlan, Plan
 from seallm.server.launch import ServerThread, build_server
 from seallm.server.settings import ServeSettings, settings_from_dict
 
-pytestmark = pytest.mark.timeout(240)
+pytestmark = [pytest.mark.timeout(240), pytest.mark.slow]
 
 
 # What the tests expect; the seallm placement gives it (`apply_plan` below keeps its actors).

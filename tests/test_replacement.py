@@ -348,6 +348,7 @@ def test_a_move_charges_load_time_and_loses_no_request(small_config, monkeypatch
     assert all(e.kv.stats().used_bytes == 0 for e in ctl.engines.values())
 
 
+@pytest.mark.slow
 def test_adaptive_replaces_on_a_shifting_workload_and_stays_put_on_a_stable_one(small_config):
     small_config.duration_s = 300.0
     seallm, slo = get_system("seallm"), {s.name: 5.0 for s in small_config.services}

@@ -102,16 +102,21 @@ def test_a_short_request_of_another_model_overtakes_long_ones():
     assert short_fcfs.finish_time - short_fcfs.arrival > 10 * (short_db.finish_time - 2.0)
 
 
+@pytest.mark.slow
 def test_no_request_starves_ageing_bounds_its_wait():
     # Model a gets a steady stream of short requests that keeps level 0 busy; one long request
-    # of model b is demoted early. Ageing must bound how long it waits between iterations.
+    # of model b is demoted early. One model per step (temporal), ageing must bound how long
+    # it waits between iterations; in rounds it joins a's steps and never waits.
     recs = [TraceRecord(0.0, "b", 200, 3000)]
     recs += [TraceRecord(0.05 + 0.05 * i, "a", 64, 16) for i in range(2400)]
 
-    def long_request(ageing_s: float) -> Request:
+    def long_request(ageing_s: float, system: str = "seallm-temporal") -> Request:
         cfg = shared(ageing_s=ageing_s)
         cfg.drain_s = 600.0
-        return simulate(cfg, on_one_group("seallm"), recs).requests[0]
+        return simulate(cfg, on_one_group(system), recs).requests[0]
+
+    in_rounds = long_request(1e9, "seallm")
+    assert in_rounds.status is Status.FINISHED and in_rounds.max_stall < 0.5
 
     long = long_request(2.0)
     assert long.level >= 1  # it was demoted, so only ageing lets it run while a is busy

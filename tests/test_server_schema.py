@@ -17,6 +17,8 @@ from tiny_server import running, tiny_settings
 schemathesis = pytest.importorskip("schemathesis")
 from schemathesis import GenerationMode  # noqa: E402
 
+pytestmark = pytest.mark.slow  # real servers end to end
+
 
 @pytest.fixture(scope="module")
 def server():

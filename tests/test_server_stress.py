@@ -193,6 +193,7 @@ server:
 """
 
 
+@pytest.mark.slow
 def test_sigterm_drains_fails_the_rest_and_exits_cleanly(tmp_path: Path):
     config = tmp_path / "serve.yaml"
     config.write_text(SERVE_YAML)

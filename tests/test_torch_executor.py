@@ -176,6 +176,7 @@ def test_executor_checks_requests(tiny) -> None:
         TorchExecutor(tiny, UnifiedKVCache(stale, 1, 16 * PAGE, PAGE), TEST_DEVICE)
 
 
+@pytest.mark.slow
 def test_real_models_share_one_pool(real_models) -> None:
     """SmolLM2 (Llama, GQA) and Gemma 3 (sliding + global, QK norm) in one unified pool."""
     prompts = {

@@ -32,6 +32,7 @@ def plan_for(cfg, rate_scale=1.0):
     )
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate_scale", [1.0, 3.0])
 def test_paper32_plan_is_valid_and_places_every_service(rate_scale):
     cfg = get_preset("paper32")
@@ -46,6 +47,7 @@ def test_paper32_plan_is_valid_and_places_every_service(rate_scale):
         assert plan.hosts(s.name), s.name
 
 
+@pytest.mark.slow
 def test_load_buys_replicas_for_the_busiest_service():
     cfg = get_preset("paper32")
     low, high = plan_for(cfg, 1.0), plan_for(cfg, 3.0)

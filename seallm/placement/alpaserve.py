@@ -61,16 +61,15 @@ def greedy(sizes: list[int], est: Estimator, loads: dict[str, ServiceLoad]) -> A
         current = best[0]
 
 
-def place_alpaserve(config: Config, cost: CostModel, loads: dict[str, ServiceLoad]) -> Plan:
-    from seallm.runtime.sim import simulate  # the simulator drives this placement
-    from seallm.systems import get_system
-
+def uniform_plans(
+    config: Config, cost: CostModel, loads: dict[str, ServiceLoad]
+) -> list[tuple[int, Plan]]:
+    """Algorithm 2's candidates: for every power-of-two group size (within a node), the
+    uniform partition of the cluster with the greedy's replicas; those that hold every
+    service."""
     est = Estimator(config, cost, loads)
     cluster = config.cluster
-    guide = replace(config, duration_s=min(GUIDE_SECONDS, config.duration_s), drain_s=30.0)
-    records = guide.records()
-    slo = {s.name: s.slo_scale for s in config.services}
-    best: tuple[float, Plan] | None = None
+    plans = []
     size = 1
     while size <= cluster.gpus_per_node:
         per_node = cluster.gpus_per_node // size
@@ -81,12 +80,26 @@ def place_alpaserve(config: Config, cost: CostModel, loads: dict[str, ServiceLoa
                 for i, m in enumerate(a.members)
                 if m
             ]
-            plan = Plan([replace(g, id=k) for k, g in enumerate(groups)]).validate(cluster)
-            res = simulate(guide, get_system("alpaserve"), records, cost, plan=plan)
-            met = sum(slo_met(r, slo[r.service]) for r in res.requests) / max(1, len(res.requests))
-            if best is None or met > best[0]:
-                best = (met, plan)
+            plans.append(
+                (size, Plan([replace(g, id=k) for k, g in enumerate(groups)]).validate(cluster))
+            )
         size *= 2
+    return plans
+
+
+def place_alpaserve(config: Config, cost: CostModel, loads: dict[str, ServiceLoad]) -> Plan:
+    from seallm.runtime.sim import simulate  # the simulator drives this placement
+    from seallm.systems import get_system
+
+    guide = replace(config, duration_s=min(GUIDE_SECONDS, config.duration_s), drain_s=30.0)
+    records = guide.records()
+    slo = {s.name: s.slo_scale for s in config.services}
+    best: tuple[float, Plan] | None = None
+    for _, plan in uniform_plans(config, cost, loads):
+        res = simulate(guide, get_system("alpaserve"), records, cost, plan=plan)
+        met = sum(slo_met(r, slo[r.service]) for r in res.requests) / max(1, len(res.requests))
+        if best is None or met > best[0]:
+            best = (met, plan)
     if best is None:
         raise ConfigError("services: no uniform partition of the cluster holds every service")
     return best[1]

@@ -32,6 +32,7 @@ from seallm.controller import Controller
 from seallm.engine import GroupEngine
 from seallm.executor.base import Batch
 from seallm.request import Request, Status
+from seallm.runtime.driver import StepHooks, run_steps
 
 if TYPE_CHECKING:
     from seallm.models.sampling import Generation
@@ -284,53 +285,48 @@ class LiveRuntime:
         from seallm.executor.threads import enter_engine_thread
 
         enter_engine_thread()
-        while True:
-            with self.lock:
+
+        def wait_for_work() -> bool:
+            self._apply_aborts()
+            while not engine.has_work and not self._stopping:
+                self.lock.wait()
                 self._apply_aborts()
-                while not engine.has_work and not self._stopping:
-                    self.lock.wait()
-                    self._apply_aborts()
-                if self._stopping:
-                    return
-                start = self.clock()
-                now = self.now()
-                try:
-                    batch = engine.plan(now)
-                except Exception as err:  # a bug must not hang every client: fail them all
-                    log.exception("group %d: plan failed", engine.id)
-                    self._fail(engine, engine.waiting + engine.running + engine.swapped, err)
-                    continue
-                if batch is None:  # nothing fits now; wait for an abort or a new arrival
-                    self.lock.wait(0.01)
-                    continue
+            return not self._stopping
+
+        def before(batch: Batch) -> tuple[Any, dict | None]:
             step_log = self.step_log  # read once a step (the server's warm-up mutes it)
-            shape = batch_shape(batch) if step_log is not None else None
-            try:
-                outcome = engine.execute(batch, now)
-            except Exception as err:
-                log.exception("group %d: executor failed", engine.id)
-                with self.lock:
-                    engine.busy = False
-                    self._fail(engine, batch.requests, err)
-                continue
-            with self.lock:
-                try:
-                    engine.commit(batch, outcome, self.now())
-                except Exception as err:
-                    log.exception("group %d: commit failed", engine.id)
-                    engine.busy = False
-                    self._fail(engine, batch.requests, err)
-                    continue
-                self._emit(batch)
+            return step_log, batch_shape(batch) if step_log is not None else None
+
+        def after(batch: Batch, outcome: Any, pre: Any, start: float, end: float) -> None:
+            step_log, shape = pre
             if step_log is not None:
-                self._log_step(batch, outcome, shape, now, self.clock() - start)
+                self._log_step(step_log, batch, outcome, shape, start, end - start)
+
+        run_steps(
+            engine,
+            self.lock,
+            self.now,
+            StepHooks(
+                wait_for_work,
+                lambda reqs, err: self._fail(engine, reqs, err),
+                self._emit,
+                before,
+                after,
+            ),
+        )
 
     def _log_step(
-        self, batch: Batch, outcome: Any, shape: dict | None, now: float, wall: float
+        self,
+        step_log: Any,
+        batch: Batch,
+        outcome: Any,
+        shape: dict | None,
+        now: float,
+        wall: float,
     ) -> None:
         line = {"t": round(now, 6), "service": batch.service, **(shape or {})}
         line |= {"iterations": outcome.iterations, "executor_s": outcome.duration, "step_s": wall}
-        self.step_log.write(json.dumps(line) + "\n")
+        step_log.write(json.dumps(line) + "\n")
 
     def _emit(self, batch: Batch) -> None:
         for r in batch.requests:

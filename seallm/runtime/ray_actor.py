@@ -23,10 +23,12 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from seallm.engine import GroupEngine
+from seallm.executor.base import Batch
 from seallm.kvcache import KVStats
 from seallm.models.sampling import Generation, SamplingParams
 from seallm.placement.plan import GroupPlan
 from seallm.request import Request, Status
+from seallm.runtime.driver import StepHooks, run_steps
 from seallm.runtime.torch_engines import live_group_engine
 from seallm.server.settings import TINY_SOURCES, ServeSettings
 
@@ -192,40 +194,19 @@ class GroupWorker:
     # -- the engine thread ----------------------------------------------------------------------
     def _run(self) -> None:
         engine = self.engine
-        while True:
-            with self.cond:
+
+        def wait_for_work() -> bool:
+            self._apply_aborts()
+            while not engine.has_work:  # the process ends with the actor (ray.kill)
+                self.cond.wait()
                 self._apply_aborts()
-                while not engine.has_work:  # the process ends with the actor (ray.kill)
-                    self.cond.wait()
-                    self._apply_aborts()
-                now = self.now()
-                try:
-                    batch = engine.plan(now)
-                except Exception as err:  # a bug must not hang every request: fail them all
-                    log.exception("group %d: plan failed", engine.id)
-                    self._fail(engine.waiting + engine.running + engine.swapped, err)
-                    continue
-                if batch is None:  # nothing fits now; wait for an abort or a new arrival
-                    self.cond.wait(0.01)
-                    continue
-            try:
-                outcome = engine.execute(batch, now)
-            except Exception as err:
-                log.exception("group %d: executor failed", engine.id)
-                with self.cond:
-                    engine.busy = False
-                    self._fail(batch.requests, err)
-                continue
-            with self.cond:
-                try:
-                    engine.commit(batch, outcome, self.now())
-                except Exception as err:
-                    log.exception("group %d: commit failed", engine.id)
-                    engine.busy = False
-                    self._fail(batch.requests, err)
-                    continue
-                self._collect(batch.requests)
-                self.cond.notify_all()
+            return True
+
+        def committed(batch: Batch) -> None:
+            self._collect(batch.requests)
+            self.cond.notify_all()
+
+        run_steps(engine, self.cond, self.now, StepHooks(wait_for_work, self._fail, committed))
 
     def _collect(self, reqs: list[Request]) -> None:
         for r in reqs:
