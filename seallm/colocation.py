@@ -105,6 +105,7 @@ class JobCoster:
         no_host = dataclasses.replace(cal, iteration_overhead=0.0, per_seq_overhead=0.0)
         no_launch = dataclasses.replace(cal, launch_overhead=0.0, gemm_launch_overhead=0.0)
         self.model, self.tp = model, tp
+        self._terms: dict[int, np.ndarray] = {}
         self.alone: ModelCost = cost.for_model(model, tp)
         self._parts = (
             ModelCost(model, dev, no_host, tp),
@@ -144,11 +145,19 @@ class JobCoster:
         )
 
     def decode(self, n: int, ctx_sum: int, k: int) -> JobCost:
-        """k consecutive decode iterations of n requests (arrays of length k)."""
-        return self._split(
-            self.alone.decode_times(n, ctx_sum, k),
-            *(p.decode_times(n, ctx_sum, k) for p in self._parts),
-        )
+        """k consecutive decode iterations of n requests (arrays of length k); equals each
+        variant's `decode_times`, computed for all of them at once."""
+        if k <= 0 or n <= 0:
+            zero = np.zeros(max(k, 0))
+            return JobCost(zero, zero, zero, zero, zero, zero)
+        terms = self._terms.get(n)
+        if terms is None:  # batch sizes repeat: keep each one's terms
+            terms = np.array([m.decode_terms(n) for m in (self.alone, *self._parts)])
+            self._terms[n] = terms
+        ctx = ctx_sum + n * np.arange(k, dtype=np.float64)
+        base, c, mc, mn = (terms[:, i : i + 1] for i in range(4))
+        times = base + np.maximum(c * ctx, mc * ctx + mn * n)
+        return self._split(*times)
 
 
 def round_time(

@@ -224,6 +224,12 @@ class ModelCost:
         c, mem = ci + cs * n_decode, mi + ms * n_decode
         return t + (c if c > mem else mem) + self._lm_fixed + self._seq * n_decode
 
+    def decode_terms(self, n_decode: int) -> tuple[float, float, float, float]:
+        """(base, c, mc, mn): a decode-only iteration of n_decode requests with context sum
+        ctx costs base + max(c ctx, mc ctx + mn n_decode) (`decode_times`, vectorized by
+        callers that price several variants at once)."""
+        return self._decode_base(n_decode), self._dc_c, self._dc_mc, self._dc_mn
+
     def decode_times(self, n_decode: int, ctx_sum: int, k: int) -> np.ndarray:
         """Durations of k consecutive decode-only iterations, the context sum growing by
         n_decode each time (ctx_sum for the first); equals looping `iteration_time`."""

@@ -110,17 +110,32 @@ class PagedKVCache:
         return all(n <= len(pools[p].free) for p, n in need.items())
 
     def max_decode_steps(self, reqs: Sequence[Request], limit: int) -> int:
-        """Largest k <= limit such that every request can grow by k tokens at once."""
+        """Largest k <= limit such that every request can grow by k tokens at once.
+
+        A request holding h pages of t tokens each, with context c, needs its (j+1)-th new
+        page once it grows by (h + j) t - c + 1 tokens: the growths at which each pool's
+        requests need pages, sorted, say how far the pool's free pages last."""
         if not reqs:
             return limit
-        lo, hi = 0, limit
-        while lo < hi:
-            mid = (lo + hi + 1) // 2
-            if self.can_hold((r, r.context_tokens + mid) for r in reqs):
-                lo = mid
-            else:
-                hi = mid - 1
-        return lo
+        need: dict[int, list[int]] = {}
+        pools: dict[int, _Pool] = {}
+        tables = self.page_tables
+        for r in reqs:
+            pool = self._pool_of[r.service]
+            tpp = self.tokens_per_page[r.service]
+            at = need.setdefault(id(pool), [])
+            pools[id(pool)] = pool
+            k = len(tables.get(r.id, ())) * tpp - (r.prompt_tokens + r.generated) + 1
+            while k <= limit:
+                at.append(k)
+                k += tpp
+        best = limit
+        for key, at in need.items():
+            free = len(pools[key].free)
+            if len(at) > free:
+                at.sort()
+                best = min(best, at[free] - 1)
+        return max(0, best)
 
     # -- changes ------------------------------------------------------------------------
     def allocate(self, req: Request, tokens: int) -> None:

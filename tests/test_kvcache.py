@@ -79,6 +79,36 @@ def test_max_decode_steps_matches_brute_force(ctx, free_tokens, limit):
         assert not kv.can_hold((r, r.prompt_tokens + k + 1) for r in reqs)
 
 
+@settings(max_examples=60, deadline=None)
+@given(
+    reqs=st.lists(
+        st.tuples(st.sampled_from("ab"), st.integers(1, 900), st.integers(0, 40)),
+        min_size=1,
+        max_size=8,
+    ),
+    spare_pages=st.integers(0, 6),
+    limit=st.integers(1, 300),
+)
+def test_max_decode_steps_of_two_models_in_one_pool_matches_brute_force(reqs, spare_pages, limit):
+    models = {"a": MODELS["llama-2-7b"], "b": MODELS["llama-2-13b"]}
+    page = 2 * 1024 * 1024
+    kv = UnifiedKVCache(models, tp=1, kv_bytes=64 * page, page_bytes=page)
+    live = []
+    for i, (service, prompt, ahead) in enumerate(reqs):
+        r = req(i, service, prompt=prompt)
+        if kv.free_pages(service) <= spare_pages or not kv.can_hold([(r, prompt + ahead)]):
+            break
+        kv.allocate(r, prompt + ahead)  # some requests hold pages ahead of their context
+        live.append(r)
+    if not live:
+        return
+    k = kv.max_decode_steps(live, limit)
+    assert 0 <= k <= limit
+    assert kv.can_hold((r, r.context_tokens + k) for r in live)
+    if k < limit:
+        assert not kv.can_hold((r, r.context_tokens + k + 1) for r in live)
+
+
 MODELS3 = {"a": MODELS["llama-2-7b"], "b": MODELS["llama-2-13b"], "c": MODELS["smollm2-135m"]}
 
 

@@ -40,9 +40,9 @@ median output their deadline is twice as long. What the rule is worth, on alpase
 (`python scripts/check_baselines.py --drop`): SLO attainment at x1 0.932 admitting all,
 0.932 with the rule (0 dropped), 0.930 clairvoyant (381 dropped); at x2 0.914, 0.914 (11
 dropped), 0.912 (429 dropped): dropping a short request frees little for the others. It
-pays under overload, where admitting all lets the queue grow without bound: x4 (150 s)
-0.544 (3943 requests unfinished at the end), 0.564 with the rule (4958 dropped, none left
-unfinished), 0.582 clairvoyant.
+pays under overload, where admitting all lets the queue grow without bound: at x4 0.538
+(7511 of 28734 requests unfinished at the end), 0.564 with the rule (9834 dropped, none
+left unfinished), 0.569 clairvoyant.
 
 `lengths="true"` (checks only, never a system's) predicts with the requests' true output
 lengths and the true deadline: the clairvoyant ceiling of the rule.

@@ -12,6 +12,7 @@ the policy decided for its own batch.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterable
 
 from seallm.colocation import JobCost, RoundPricer
@@ -42,10 +43,11 @@ def join_round(
     """Add to `d.decode` the running requests of other models that may join its round;
     `candidates` are (service, its running requests in priority order), best service first.
     Returns the requests that joined."""
-    jobs = decision_jobs(pricer, d)
-    if not jobs:
+    if d.empty:
         return []
-    limit = (1.0 + slowdown) * pricer.time(jobs[:1])
+    bounded = slowdown != math.inf  # an unbounded join needs no pricing
+    jobs = decision_jobs(pricer, d) if bounded else []
+    limit = (1.0 + slowdown) * pricer.time(jobs[:1]) if bounded else math.inf
     kv = state.kv
     taken = {r.id for r in (*d.prefill, *d.decode, *d.swap_in)}
     # Free pages per pool after the decision's own allocations and preemptions.
@@ -85,10 +87,11 @@ def join_round(
             batch.append(r)
         if not batch:
             continue
-        job = pricer.job(service, [], len(batch), sum(r.context_tokens for r in batch))
-        if pricer.time([*jobs, job]) > limit:
-            continue
-        jobs.append(job)
+        if bounded:
+            job = pricer.job(service, [], len(batch), sum(r.context_tokens for r in batch))
+            if pricer.time([*jobs, job]) > limit:
+                continue
+            jobs.append(job)
         free[id(kv.pool_of(service))] = room
         d.decode.extend(batch)
         joined.extend(batch)
