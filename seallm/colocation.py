@@ -4,7 +4,8 @@ system (seallm's rounds, MuxServe's spatial sharing, its idealized upper bound).
 A job is one model's forward pass over its part of a round (a prefill batch, a decode batch,
 or both). From the roofline cost model (`costmodel.py`) each job is split into:
 
-- `time` W: the job alone on the group (what `ModelCost` prices);
+- `time` W: the job alone on the group, as the cost model prices it (the roofline, or a
+  measured profile: then the parts below still come from the roofline);
 - `host` H: CPU work of the engine step (scheduling, input tensors, sampling; the cost model's
   iteration and per-sequence overheads). It runs on the CPU thread that drives the job;
 - `launch` K: kernel launch costs (per-kernel launch + minimum duration), also issued by that
@@ -152,11 +153,13 @@ class JobCoster:
             return JobCost(zero, zero, zero, zero, zero, zero)
         terms = self._terms.get(n)
         if terms is None:  # batch sizes repeat: keep each one's terms
-            terms = np.array([m.decode_terms(n) for m in (self.alone, *self._parts)])
+            terms = np.array([m.decode_terms(n) for m in self._parts])
             self._terms[n] = terms
         ctx = ctx_sum + n * np.arange(k, dtype=np.float64)
         base, c, mc, mn = (terms[:, i : i + 1] for i in range(4))
         times = base + np.maximum(c * ctx, mc * ctx + mn * n)
+        # The job alone as the cost model prices it (a measured profile, too).
+        times = np.vstack([self.alone.decode_times(n, ctx_sum, k), times])
         return self._split(*times)
 
 
