@@ -2,26 +2,33 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import sys
-import textwrap
 from dataclasses import replace
 from pathlib import Path
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from seallm.config import Config, ConfigError, load_config
+from seallm.cli_config import config_list_cmd, config_show_cmd
+from seallm.cli_live import bench_cmd, profile_cmd, serve_cmd
+from seallm.cli_output import (
+    PRESET_HELP,
+    SYSTEMS_EPILOG,
+    console,
+    fail,
+    load_deployment,
+    out,
+    print_rows,
+)
+from seallm.config import ConfigError
 from seallm.costmodel import CostModel
 from seallm.metrics import GroupRow, ResultRow, group_rows, per_service, summarize
 from seallm.placement import place, service_loads
-from seallm.presets import PRESETS, get_preset
 from seallm.runtime.sim import SimResult, simulate, simulation_evaluator
-from seallm.systems import SYSTEMS, get_system, resolve_systems
+from seallm.systems import get_system, resolve_systems
 from seallm.workload import WorkloadError
 
 # Plain (click) help: typer's rich help prints a type column that reads `<bool>` beside every
@@ -39,71 +46,6 @@ config_app = typer.Typer(
     help="Show the named deployments (presets) as YAML configs.",
 )
 app.add_typer(config_app, name="config")
-console = Console(stderr=True)
-out = Console(width=None if sys.stdout.isatty() else 160)
-
-PRESET_HELP = f"a named deployment: {' | '.join(PRESETS)}  [default: paper32]"
-# The systems' names, under a command's options (\b: click keeps these lines as they are).
-SYSTEMS_EPILOG = "\b\n" + textwrap.fill(
-    "Systems: " + ", ".join(SYSTEMS) + ".",
-    width=78,
-    subsequent_indent="  ",
-    break_on_hyphens=False,
-    break_long_words=False,
-)
-# The footnote of every result table (metrics.py states the definition).
-SLOWDOWN_NOTE = (
-    "slowdown = latency / standalone latency on the service's smallest group (can be < 1 "
-    "where a system runs a service on a larger group)"
-)
-BENCH_SLOWDOWN_NOTE = (
-    "slowdown = latency / standalone latency, measured by solo probes on the idle server"
-)
-
-
-def _load(config: Path | None, preset: str | None) -> Config:
-    if config is not None and preset is not None:
-        raise ConfigError("give --config or --preset, not both")
-    if config is not None:
-        return load_config(config)
-    return get_preset(preset or "paper32")
-
-
-def _fail(err: Exception) -> typer.Exit:
-    console.print(f"[red]error:[/red] {err}")
-    return typer.Exit(2)
-
-
-ROW_COLUMNS = [
-    ("system", "system", "{}"),
-    ("requests", "reqs", "{}"),
-    ("completed", "done", "{}"),
-    ("mean_normalized_latency", "norm lat s/tok", "{:.4f}"),
-    ("mean_slowdown", "slowdown", "{:.2f}"),
-    ("p99_latency", "P99 lat s", "{:.2f}"),
-    ("mean_ttft", "TTFT s", "{:.3f}"),
-    ("p99_ttft", "P99 TTFT s", "{:.2f}"),
-    ("mean_tpot", "TPOT s", "{:.4f}"),
-    ("slo_attainment", "SLO", "{:.3f}"),
-    ("wall_seconds", "wall s", "{:.1f}"),
-]
-
-
-def print_rows(
-    rows: list[ResultRow], title: str, first: str = "system", note: str = SLOWDOWN_NOTE
-) -> None:
-    """A table of result rows, `note` under it. Per-service tables (`first="service"`) leave
-    out the wall time: it is the whole run's, not a service's."""
-    table = Table(title=title, caption=note or None, caption_justify="left")
-    if first == "system":
-        cols = ROW_COLUMNS
-    else:
-        cols = [(first, first, "{}"), *(c for c in ROW_COLUMNS[1:] if c[0] != "wall_seconds")]
-    for _, header, _ in cols:
-        table.add_column(header, justify="right")
-    for row in rows:
-        table.add_row(*(fmt.format(getattr(row, key)) for key, _, fmt in cols))
-    out.print(table)
 
 
 @app.command("simulate", epilog=SYSTEMS_EPILOG)
@@ -137,7 +79,7 @@ def simulate_cmd(
     service with --per-service); --json and --plot write them to files.
     """
     try:
-        cfg = _load(config, preset)
+        cfg = load_deployment(config, preset)
         if duration is not None:
             cfg.duration_s = duration
         if seed is not None:
@@ -152,7 +94,7 @@ def simulate_cmd(
         systems = resolve_systems(system)
         records = cfg.records(rate_scale)
     except (ConfigError, WorkloadError, ValueError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     console.print(
         f"{cfg.name}: {cfg.cluster.num_gpus} x {cfg.cluster.device}, {len(cfg.services)} services, "
         f"{len(records)} requests over {cfg.duration_s:.0f} s"
@@ -164,7 +106,7 @@ def simulate_cmd(
         try:
             cost = ProfiledCostModel(cfg.cluster.device_spec, Profile.load(profile))
         except ValueError as err:
-            raise _fail(err) from err
+            raise fail(err) from err
     results: list[SimResult] = []
     for spec in systems:
         with _progress() as bar:
@@ -179,7 +121,7 @@ def simulate_cmd(
                     progress=lambda t, task=task: bar.update(task, completed=t),
                 )
             except (ConfigError, ValueError) as err:
-                raise _fail(err) from err
+                raise fail(err) from err
             bar.update(task, completed=bar.tasks[0].total)
         results.append(res)
     slo = {s.name: s.slo_scale for s in cfg.services}
@@ -313,7 +255,7 @@ def plan_cmd(
     from seallm.placement.estimator import Estimator
 
     try:
-        cfg = _load(config, preset)
+        cfg = load_deployment(config, preset)
         spec = get_system(system)
         cost = CostModel(cfg.cluster.device_spec)
         loads = service_loads(cfg, rate_scale)
@@ -323,7 +265,7 @@ def plan_cmd(
         plan = place(spec.placement, cfg, cost, loads, evaluate)
         solve = time.perf_counter() - t0
     except (ConfigError, ValueError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
     est = Estimator(cfg, cost, loads, rounds=spec.engine == "rounds")
     table = Table(title=f"{cfg.name}: {spec.name} placement ({spec.placement}, {solve:.2f} s)")
     heads = [
@@ -388,269 +330,20 @@ def experiment_cmd(
     from seallm.bench.experiments import EXPERIMENTS
 
     if name not in EXPERIMENTS:
-        raise _fail(ConfigError(f"experiment: {name!r} is not one of {', '.join(EXPERIMENTS)}"))
+        raise fail(ConfigError(f"experiment: {name!r} is not one of {', '.join(EXPERIMENTS)}"))
     given = {"duration_s": duration, "seeds": seeds, "sweeps": sweeps, "systems": systems}
     given["jobs"] = jobs
     try:
         EXPERIMENTS[name](out, quick=quick, **{k: v for k, v in given.items() if v is not None})
     except (ConfigError, ValueError) as err:
-        raise _fail(err) from err
+        raise fail(err) from err
 
 
-@app.command("serve", epilog=SYSTEMS_EPILOG)
-def serve_cmd(
-    config: Annotated[Path | None, typer.Option(help="serve YAML (default: cpu-duo)")] = None,
-    host: Annotated[str | None, typer.Option(help="address to bind")] = None,
-    port: Annotated[int | None, typer.Option(help="port (0: any free port)")] = None,
-    system: Annotated[
-        str | None,
-        typer.Option(help="the serving system (see below)  [default: seallm]"),
-    ] = None,
-    backend: Annotated[
-        str | None, typer.Option(help="inprocess (default) | ray: one Ray actor per group")
-    ] = None,
-    address: Annotated[
-        str | None, typer.Option(help="backend ray: the cluster (auto, HOST:PORT); none: local")
-    ] = None,
-) -> None:
-    """Serve the config's models behind an OpenAI-compatible API.
-
-    By default the cpu-duo deployment (the two real small models on this CPU) with the seallm
-    system, on http://127.0.0.1:8000/v1. With --backend ray, each group of the system's
-    placement runs in a Ray actor (docs/ray.md).
-    """
-    from seallm.executor.threads import reserve_for_engine
-    from seallm.server.launch import build_server
-    from seallm.server.settings import default_settings, load_settings
-
-    try:
-        ray_options = {"backend": backend, "ray_address": address}
-        overrides = {k: v for k, v in ray_options.items() if v is not None}
-        settings = load_settings(config, overrides) if config is not None else default_settings()
-        if system is not None:
-            settings.system = get_system(system)
-        if host is not None:
-            settings.server.host = host
-        if port is not None:
-            settings.server.port = port
-        if backend is not None:
-            settings.server.backend = backend
-        if address is not None:
-            settings.server.ray_address = address
-        settings.validate()
-        reserve_for_engine()  # before loading: the engine thread gets the intra-op threads
-        server = build_server(
-            settings, announce=lambda m: console.print(m, soft_wrap=True, highlight=False)
-        )
-    except (ConfigError, ValueError) as err:
-        raise _fail(err) from err
-    server.run()
-
-
-@app.command("bench")
-def bench_cmd(
-    base_url: Annotated[
-        list[str],
-        typer.Option(metavar="<url>", help="server URL; repeat to route models to several servers"),
-    ],
-    workload: Annotated[
-        str | None,
-        typer.Option(
-            help="PRESET or FILE, then ,key=value workload overrides  [default: cpu-duo's "
-            "workload at rate=0.3 req/s, what the default server on 2 CPU cores serves]"
-        ),
-    ] = None,
-    trace: Annotated[Path | None, typer.Option(help="replay this trace's arrivals")] = None,
-    duration: Annotated[float, typer.Option(help="seconds of arrivals")] = 60.0,
-    rate_scale: Annotated[float, typer.Option(help="multiply every arrival rate")] = 1.0,
-    seed: Annotated[int, typer.Option(help="workload seed")] = 0,
-    label: Annotated[str | None, typer.Option(help="the row's system name")] = None,
-    standalone_from: Annotated[
-        Path | None, typer.Option(help="reuse the standalone latencies of an earlier --json")
-    ] = None,
-    json_out: Annotated[
-        str | None, typer.Option("--json", metavar="<file>", help="write results; - for stdout")
-    ] = None,
-) -> None:
-    """Replay a workload against OpenAI-compatible servers.
-
-    First it measures each model's standalone latency with solo requests on the idle servers
-    (seallm/bench/standalone.py), then it sends every request at its arrival time and reports
-    DESIGN.md's metrics, overall and per service.
-    """
-    import asyncio
-
-    import httpx
-
-    from seallm.bench.serving import PHASES, ProgressLines, load_fits, run_bench, workload_config
-
-    try:
-        fits = load_fits(standalone_from) if standalone_from is not None else None
-        cfg = workload_config(workload, str(trace) if trace is not None else None)
-        cfg.duration_s, cfg.seed = duration, seed
-        records = cfg.records(rate_scale)
-    except (ConfigError, WorkloadError, ValueError) as err:
-        raise _fail(err) from err
-    console.print(
-        f"{len(records)} requests over {duration:g} s ({cfg.name} workload, "
-        f"{cfg.workload.rate * rate_scale:g} req/s) to {', '.join(base_url)}; "
-        "probing standalone latency first"
-    )
-    # A bar on a terminal; plain lines every 10 s where stderr is a log or a pipe.
-    with contextlib.ExitStack() as stack:
-        if console.is_terminal:
-            bar = stack.enter_context(
-                Progress(
-                    TextColumn("{task.description}"),
-                    BarColumn(),
-                    TextColumn("{task.completed:.0f}/{task.total:.0f}"),
-                    TimeElapsedColumn(),
-                    console=console,
-                    transient=True,
-                )
-            )
-            task = bar.add_task(PHASES["probing"], total=1)
-
-            def progress(phase: str, done: int, total: int) -> None:
-                bar.update(task, description=PHASES[phase], completed=done, total=total)
-        else:
-            progress = ProgressLines()
-        try:
-            res = asyncio.run(run_bench(base_url, cfg, records, label, progress, seed, fits))
-        except (ConfigError, OSError, httpx.HTTPError) as err:
-            raise _fail(err) from err
-    title = f"bench: {cfg.name} workload, {len(records)} requests"
-    print_rows([res.row], title, note=BENCH_SLOWDOWN_NOTE)
-    print_rows(res.per_service, "per service", first="service", note="")
-    if json_out is not None:
-        text = json.dumps(res.to_dict(cfg.name), indent=2)
-        if json_out == "-":
-            sys.stdout.write(text + "\n")
-        else:
-            Path(json_out).write_text(text + "\n")
-
-
-@app.command("profile")
-def profile_cmd(
-    config: Annotated[Path | None, typer.Option(help="serve YAML (default: cpu-duo)")] = None,
-    out: Annotated[Path, typer.Option(help="profile file to write")] = Path("profile.json"),
-    repeats: Annotated[int, typer.Option(help="timings per point (median)")] = 3,
-    quick: Annotated[bool, typer.Option("--quick", help="a small grid (smoke tests)")] = False,
-    from_step_log: Annotated[
-        Path | None,
-        typer.Option(help="fit to a server's step log (server.step_log) instead of timing"),
-    ] = None,
-) -> None:
-    """Time the real engine's iterations and write a profile.
-
-    It times prefill and decode for each configured model on its device; `seallm simulate
-    --profile FILE` then uses the profile instead of the roofline cost model. With
-    --from-step-log, it fits the steps a server logged while serving instead (host work and
-    contention included; docs/validation.md).
-    """
-    from seallm.bench.profiler import Grid, grid_size, profile_models
-    from seallm.executor.threads import reserve_for_engine, run_in_engine_thread
-    from seallm.profiled import profile_from_steps
-    from seallm.server.launch import load_models
-    from seallm.server.settings import default_settings, load_settings
-
-    try:
-        settings = load_settings(config) if config is not None else default_settings()
-        if from_step_log is not None:
-            model_of = {s.name: s.model_spec.name for s in settings.config.services}
-            prof = profile_from_steps(from_step_log, settings.server.device, model_of)
-            _report_profile(prof, out)
-            return
-        reserve_for_engine()  # before loading: time in an engine thread, as serve runs steps
-        models = load_models(settings, announce=lambda m: console.print(m, highlight=False))
-    except (ConfigError, ValueError) as err:
-        raise _fail(err) from err
-    grid = Grid.quick() if quick else Grid()
-    device = str(next(iter(models.values())).device)
-    with Progress(console=console, transient=True) as bar:
-        task = bar.add_task("profiling", total=grid_size(grid, repeats) * len(models))
-        prof = run_in_engine_thread(
-            lambda: profile_models(
-                models, device, grid, repeats, on_point=lambda s: bar.advance(task)
-            )
-        )
-    _report_profile(prof, out)
-
-
-def _report_profile(prof, out: Path) -> None:
-    prof.save(out)
-    for p in prof.profiles:
-        err = [abs(p.predict(m) / m.seconds - 1) for m in p.measurements]
-        console.print(
-            f"{p.model}: {len(p.measurements)} points, fit median error "
-            f"{sorted(err)[len(err) // 2]:.1%}"
-        )
-    console.print(f"wrote {out}")
-
-
-@config_app.command("show")
-def config_show_cmd(
-    name: Annotated[
-        str,
-        typer.Argument(
-            metavar="PRESET|FILE",
-            help=f"a preset ({', '.join(PRESETS)}) or a config YAML (preset: NAME plus overrides)",
-        ),
-    ],
-) -> None:
-    """Print a preset (or a config file, resolved) as a YAML config.
-
-    The output is itself a valid config: save it, edit it and pass it to --config, or keep
-    `preset: NAME` and write only the keys to change (a serve YAML also takes system: and
-    server:). For a file, its system: and server: keys are left out.
-    """
-    from seallm.config import config_from_dict as from_dict
-    from seallm.config import dump_config, read_yaml
-
-    try:
-        if name in PRESETS:
-            cfg = get_preset(name)
-            head = f"# seallm preset {name}: {_first_line(PRESETS[name].__doc__)}\n"
-        elif Path(name).is_file():
-            data = read_yaml(name) or {}
-            if not isinstance(data, dict):
-                raise ConfigError(f"{name}: expected a mapping at the top level")
-            try:
-                cfg = from_dict({k: v for k, v in data.items() if k not in ("system", "server")})
-            except ConfigError as err:
-                raise ConfigError(f"{name}: {err}") from err
-            head = f"# {name}, resolved\n"
-        else:
-            raise ConfigError(f"{name!r} is neither a preset ({', '.join(PRESETS)}) nor a file")
-    except ConfigError as err:
-        raise _fail(err) from err
-    sys.stdout.write(head + dump_config(cfg))
-
-
-@config_app.command("list")
-def config_list_cmd() -> None:
-    """List the presets: cluster, services, load and duration."""
-    table = Table(title="presets (seallm config show NAME prints one as YAML)")
-    for h in ["preset", "cluster", "services", "rate req/s", "duration s", "what it is"]:
-        table.add_column(h, justify="left" if h in ("preset", "what it is") else "right")
-    for name in PRESETS:
-        cfg = get_preset(name)
-        c = cfg.cluster
-        table.add_row(
-            name,
-            f"{c.num_nodes} x {c.gpus_per_node} {c.device}",
-            str(len(cfg.services)),
-            f"{cfg.workload.rate:g}",
-            f"{cfg.duration_s:g}",
-            _first_line(PRESETS[name].__doc__),
-        )
-    out.print(table)
-
-
-def _first_line(doc: str | None) -> str:
-    """A docstring's first sentence, on one line."""
-    text = " ".join((doc or "").split())
-    return text.split(". ")[0].rstrip(".") + "." if text else ""
+app.command("serve", epilog=SYSTEMS_EPILOG)(serve_cmd)
+app.command("bench")(bench_cmd)
+app.command("profile")(profile_cmd)
+config_app.command("show")(config_show_cmd)
+config_app.command("list")(config_list_cmd)
 
 
 def main() -> None:
