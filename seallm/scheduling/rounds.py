@@ -3,11 +3,12 @@ requests of the group's other models may join the step, each model's batch one m
 the round (`colocation.py` prices it).
 
 A model joins while the round stays within (1 + `round_join_slowdown`) of the time of the
-first job alone, so the highest-priority work is slowed by at most that fraction; on a GPU a
-memory-bound decode joins another job almost for free, on a CPU (jobs one after another) only
-a job much shorter than the first one joins. Joining jobs only decode requests that already
-run: they admit nobody, evict nobody and take only free pages, so a join never changes what
-the policy decided for its own batch.
+first job alone, so the highest-priority work is slowed by at most that fraction. The default
+bound is inf (every running model joins, measured best: docs/results.md); with a finite bound
+a memory-bound decode on a GPU joins another job almost for free, while on a CPU (jobs one
+after another) only a job much shorter than the first one joins. Joining jobs only decode
+requests that already run: they admit nobody, evict nobody and take only free pages, so a join
+never changes what the policy decided for its own batch.
 """
 
 from __future__ import annotations
