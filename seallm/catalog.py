@@ -22,6 +22,32 @@ MODELS: dict[str, ModelSpec] = {
         ModelSpec("codellama-34b", 48, 8192, 64, 8, 128, 22016, 32000, 33.74e9, max_context=16384),
         ModelSpec("smollm2-135m", 30, 576, 9, 3, 64, 1536, 49152, 134.5e6, max_context=8192),
         ModelSpec("gemma-3-270m", 18, 640, 4, 1, 256, 2048, 262144, 268.1e6, max_context=32768),
+        # Today's dense models, from the config.json of the Hugging Face id beside each;
+        # num_params counted from those shapes (untied embeddings unless noted).
+        # meta-llama/Llama-3.1-8B-Instruct, -70B-Instruct: rope_scaling llama3, 128k context.
+        ModelSpec("llama-3.1-8b", 32, 4096, 32, 8, 128, 14336, 128256, 8.03e9, max_context=131072),
+        ModelSpec(
+            "llama-3.1-70b", 80, 8192, 64, 8, 128, 28672, 128256, 70.55e9, max_context=131072
+        ),
+        # meta-llama/Llama-3.2-3B-Instruct (tied embeddings).
+        ModelSpec("llama-3.2-3b", 28, 3072, 24, 8, 128, 8192, 128256, 3.21e9, max_context=131072),
+        # Qwen/Qwen2.5-{7,14,32,72}B-Instruct: 32k native context (max_position_embeddings);
+        # 128k only with YaRN rope_scaling added to the config, which the cards describe as
+        # optional (and which seallm's engine refuses), so 32768 here.
+        ModelSpec("qwen2.5-7b", 28, 3584, 28, 4, 128, 18944, 152064, 7.62e9, max_context=32768),
+        ModelSpec("qwen2.5-14b", 48, 5120, 40, 8, 128, 13824, 152064, 14.77e9, max_context=32768),
+        ModelSpec("qwen2.5-32b", 64, 5120, 40, 8, 128, 27648, 152064, 32.76e9, max_context=32768),
+        ModelSpec("qwen2.5-72b", 80, 8192, 64, 8, 128, 29568, 152064, 72.71e9, max_context=32768),
+        # Qwen/Qwen3-8B, Qwen/Qwen3-32B: head_dim 128 (heads x head_dim != hidden in 32B);
+        # 32k native context (the config's 40960 leaves room for outputs; 128k with YaRN).
+        ModelSpec("qwen3-8b", 36, 4096, 32, 8, 128, 12288, 151936, 8.19e9, max_context=32768),
+        ModelSpec("qwen3-32b", 64, 5120, 64, 8, 128, 25600, 151936, 32.76e9, max_context=32768),
+        # mistralai/Mistral-7B-Instruct-v0.3 (sliding_window null), and
+        # mistralai/Mistral-Small-24B-Instruct-2501.
+        ModelSpec("mistral-7b-v0.3", 32, 4096, 32, 8, 128, 14336, 32768, 7.25e9, max_context=32768),
+        ModelSpec(
+            "mistral-small-24b", 40, 5120, 32, 8, 128, 32768, 131072, 23.57e9, max_context=32768
+        ),
     ]
 }
 

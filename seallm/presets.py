@@ -1,5 +1,5 @@
-"""Named deployments (part of the interface): `paper32`, `h100x8`, `cpu-duo`; and workloads
-built on them (`paper32-shift`)."""
+"""Named deployments (part of the interface): `paper32`, `modern32`, `h100x8`, `cpu-duo`; and
+workloads built on them (`paper32-shift`)."""
 
 from __future__ import annotations
 
@@ -64,6 +64,51 @@ def paper32_shift() -> Config:
     return cfg
 
 
+# modern32's services in popularity order: today's dense models (catalog.py), 3B to 72B, sizes
+# interleaved as in paper32; the popular 8B class appears twice (two fine-tunes of one base).
+MODERN32_MODELS = [
+    "llama-3.1-8b",
+    "qwen2.5-7b",
+    "qwen3-8b",
+    "qwen2.5-14b",
+    "mistral-small-24b",
+    "llama-3.1-70b",
+    "mistral-7b-v0.3",
+    "qwen3-32b",
+    "llama-3.2-3b",
+    "qwen2.5-32b",
+    "qwen2.5-72b",
+    "llama-3.1-8b",
+]
+# Services whose requests carry long contexts (retrieval, documents, code bases): Azure
+# conversation lengths with prompts scaled up, outputs shorter. Prompt mean about 4.6k and 9k,
+# up to the 32k context (every model here has at least 32k).
+MODERN32_LONG = {
+    "s03-qwen2.5-14b": "azure-conv:prompt=4,output=0.5",
+    "s05-llama-3.1-70b": "azure-conv:prompt=8,output=0.5",
+    "s09-qwen2.5-32b": "azure-conv:prompt=8,output=0.5",
+}
+
+
+def modern32() -> Config:
+    """4 nodes x 8 H100-80GB, 12 services of today's models (Llama-3.1/3.2, Qwen2.5, Qwen3,
+    Mistral), power-law popularity, Azure-conv lengths with a 32k context (three services
+    with long prompts), bursty (Gamma CV 2) arrivals."""
+    services = [
+        ServiceSpec(name=s.name, model=s.model, lengths=MODERN32_LONG.get(s.name))
+        for s in _named(MODERN32_MODELS)
+    ]
+    return Config(
+        name="modern32",
+        cluster=ClusterSpec(device="h100-80gb", num_nodes=4, gpus_per_node=8),
+        services=services,
+        workload=WorkloadSpec(
+            arrival="gamma", rate=32.0, cv=2.0, alpha=0.9, max_prompt_tokens=32768
+        ),
+        duration_s=600.0,
+    )
+
+
 def h100x8() -> Config:
     """One 8xH100 node, five services from 7B to 70B (as many as dedicated serving fits)."""
     models = ["llama-3-8b", "mistral-7b", "llama-2-13b", "codellama-34b", "llama-2-70b"]
@@ -100,6 +145,7 @@ def cpu_duo() -> Config:
 PRESETS: dict[str, Callable[[], Config]] = {
     "paper32": paper32,
     "paper32-shift": paper32_shift,
+    "modern32": modern32,
     "h100x8": h100x8,
     "cpu-duo": cpu_duo,
 }

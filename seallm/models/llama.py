@@ -54,6 +54,15 @@ class DecoderConfig:
         theta = rope.get("rope_theta", cfg.get("rope_theta", 10000.0))
         if rope.get("rope_type", "default") != "default":
             raise ValueError(f"rope_type {rope['rope_type']!r} is not supported")
+        scaling = cfg.get("rope_scaling") or {}
+        kind = scaling.get("rope_type", scaling.get("type", "default"))
+        if kind != "default":
+            # YaRN (Qwen2.5's 128k recipe), llama3 (Llama 3.1) and linear scaling change the
+            # rotation of every position; ignoring them would silently give other logits.
+            raise ValueError(
+                f"rope_scaling {kind!r} is not supported: serve the native context "
+                "(remove rope_scaling from config.json)"
+            )
         return cls(
             model_type=cfg["model_type"],
             vocab_size=cfg["vocab_size"],
@@ -70,6 +79,14 @@ class DecoderConfig:
         )
 
 
+def llama_config(cfg: dict[str, Any]) -> DecoderConfig:
+    """A Llama config.json, refusing the biases this layout does not load."""
+    for key in ("attention_bias", "mlp_bias"):
+        if cfg.get(key):
+            raise ValueError(f"{key} is not supported for llama")
+    return DecoderConfig.from_hf(cfg)
+
+
 class DecoderLayer(nn.Module):
     def __init__(self, cfg: DecoderConfig) -> None:
         super().__init__()
@@ -80,6 +97,9 @@ class DecoderLayer(nn.Module):
         self.down = nn.Parameter(torch.empty(h, cfg.intermediate_size))
         self.attn_norm = nn.Parameter(torch.empty(h))
         self.mlp_norm = nn.Parameter(torch.empty(h))
+        # Llama has no attention biases; families that do (Qwen2) set these to Parameters.
+        self.register_parameter("qkv_bias", None)
+        self.register_parameter("o_bias", None)
 
 
 class LlamaModel(nn.Module):
@@ -121,11 +141,13 @@ class LlamaModel(nn.Module):
         return self.embed if self.cfg.tie_word_embeddings else self.lm_head
 
     # -- linear layers --------------------------------------------------------------------
-    def linear(self, x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    def linear(
+        self, x: torch.Tensor, w: torch.Tensor, b: torch.Tensor | None = None
+    ) -> torch.Tensor:
         packed = self._packed.get(id(w))
         if packed is not None:
-            return torch.ops.mkldnn._linear_pointwise(x, packed, None, "none", [], "")
-        return F.linear(x, w)
+            return torch.ops.mkldnn._linear_pointwise(x, packed, b, "none", [], "")
+        return F.linear(x, w, b)
 
     def _pack(self) -> None:
         """On CPU, keep oneDNN-packed copies of the linear weights: its AVX-512 GEMMs run
@@ -190,8 +212,8 @@ class LlamaModel(nn.Module):
         h = F.rms_norm(x, hidden, layer.attn_norm, eps)
         q, kv = self.project_qkv(layer, h, ropes[None])
         write_kv(cache, batch, kv)
-        a = attend(q, kv, cache, batch, self.scale)
-        x = x + self.linear(a.view(n, -1), layer.o)
+        a = attend(q, kv, cache, batch, self.scale, self.layer_window(i))
+        x = x + self.linear(a.view(n, -1), layer.o, layer.o_bias)
         h = F.rms_norm(x, hidden, layer.mlp_norm, eps)
         g, u = self.linear(h, layer.gate_up).chunk(2, dim=-1)
         return x + self.linear(F.silu(g) * u, layer.down)
@@ -202,7 +224,7 @@ class LlamaModel(nn.Module):
         """q [tokens, heads, dim] and the new tokens' K/V [tokens, 2, kv_heads, dim]."""
         cfg = self.cfg
         n, d, hq, hk = h.shape[0], cfg.head_dim, cfg.num_heads, cfg.num_kv_heads
-        qkv = self.linear(h, layer.qkv)
+        qkv = self.linear(h, layer.qkv, layer.qkv_bias)
         # Rotate q and k in one go; K goes back beside V, the pool's row layout.
         qk = apply_rope(qkv[:, : (hq + hk) * d].view(n, hq + hk, d), *rope)
         kv = qkv[:, hq * d :].view(n, 2, hk, d)

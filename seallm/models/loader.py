@@ -32,14 +32,20 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from seallm.models.gemma3 import Gemma3Config, Gemma3Model
-from seallm.models.llama import DecoderConfig, LlamaModel
+from seallm.models.llama import DecoderConfig, LlamaModel, llama_config
+from seallm.models.mistral import MistralConfig, MistralModel
+from seallm.models.qwen2 import Qwen2Config, Qwen2Model
+from seallm.models.qwen3 import Qwen3Config, Qwen3Model
 from seallm.specs import ModelSpec
 
 # model_type in config.json -> (config parser, module)
 ARCHITECTURES: dict[str, tuple[Callable[[dict], DecoderConfig], type[LlamaModel]]] = {
-    "llama": (DecoderConfig.from_hf, LlamaModel),
+    "llama": (llama_config, LlamaModel),
     "gemma3_text": (Gemma3Config.from_hf, Gemma3Model),
     "gemma3": (Gemma3Config.from_hf, Gemma3Model),
+    "mistral": (MistralConfig.from_hf, MistralModel),
+    "qwen2": (Qwen2Config.from_hf, Qwen2Model),
+    "qwen3": (Qwen3Config.from_hf, Qwen3Model),
 }
 
 # A turn format for tokenizers that ship none (Gemma 3 base): Gemma's own turn markers.
@@ -61,7 +67,7 @@ CHATML_TEMPLATE = (
 class LoadedModel:
     name: str  # "smollm2-135m" or "gemma-3-270m" (catalog names) or the folder's name
     spec: ModelSpec  # the real shapes, dtype_bytes of the loaded dtype
-    module: LlamaModel  # LlamaModel or Gemma3Model
+    module: LlamaModel  # LlamaModel or a subclass (ARCHITECTURES)
     tokenizer: Any  # a transformers tokenizer with a chat template
     eos_token_ids: list[int]
     max_context: int
