@@ -75,6 +75,10 @@ class EngineSpec:
     # Rounds: another model's decode joins a round while it slows the round's
     # highest-priority job by at most this fraction (inf: always; 0: only when free).
     round_join_slowdown: float = math.inf
+    # Rounds: prompt tokens prefilled per round at most (a longer prompt runs alone). A round
+    # lasts as long as its longest job, so a long prefill stalls every joined decode; smaller
+    # prefill batches keep those stalls short (measured in docs/results.md).
+    round_prefill_tokens: int = 2048
     swap_bytes_per_gpu: float = 4 * 1024**3  # host memory for swapped KV (vLLM's swap_space)
     # A fixed KV pool per group in bytes (what a live server is given), instead of what the
     # weights leave of the devices' memory; None: derived from memory.

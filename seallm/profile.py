@@ -33,6 +33,7 @@ class ServiceProfile:
     mu: float  # mean standalone execution time (s)
     sigma: float  # its standard deviation (s)
     token_time: float  # one decode iteration alone, at the mean context (s)
+    slo_scale: float = 5.0  # the service's SLO: latency <= slo_scale x standalone latency
     _window: deque[tuple[float, int]] = field(default_factory=lambda: deque(maxlen=WINDOW))
 
     @property
@@ -56,7 +57,11 @@ class ServiceProfile:
 
 
 def offline_profile(
-    service: str, cost: ModelCost, lengths: LengthDistribution, seed: int = 0
+    service: str,
+    cost: ModelCost,
+    lengths: LengthDistribution,
+    seed: int = 0,
+    slo_scale: float = 5.0,
 ) -> ServiceProfile:
     prompts, outputs = lengths.sample(OFFLINE_SAMPLES, np.random.default_rng(seed))
     times = np.array(
@@ -70,6 +75,7 @@ def offline_profile(
         float(times.mean()),
         float(times.std()),
         cost.iteration_time(0, 0.0, 1, ctx),
+        slo_scale,
     )
 
 
@@ -84,6 +90,7 @@ def service_profiles(config: Config, costs: dict[str, ModelCost]) -> dict[str, S
                 config.lengths_of(s), wl.max_prompt_tokens, wl.max_output_tokens
             ),
             config.seed,
+            config.service(s).slo_scale,
         )
         for s, c in costs.items()
     }

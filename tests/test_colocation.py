@@ -99,7 +99,8 @@ def test_sm_slowdown_follows_muxserves_profile():
 
 @pytest.mark.parametrize("system", ["seallm", "seallm-fcfs", "seallm-oracle"])
 def test_rounds_lose_no_request(small_config, system):
-    res = simulate(small_config, get_system(system), small_config.records(rate_scale=2.0))
+    cfg = dataclasses.replace(small_config, drain_s=1e4)  # overloaded plans drain too
+    res = simulate(cfg, get_system(system), cfg.records(rate_scale=2.0))
     assert res.requests and all(r.finish_time is not None for r in res.requests)
     for e in res.controller.engines.values():
         assert e.kv.stats().used_bytes == 0 and not e.has_work
@@ -113,11 +114,13 @@ def test_join_bound_decides_who_joins(small_config):
     shared = Plan([GroupPlan(0, 0, 0, 4, tuple(s.name for s in small_config.services))])
 
     def mean_latency(system: str, bound: float) -> float:
-        cfg = dataclasses.replace(
-            small_config,
-            engine=dataclasses.replace(small_config.engine, round_join_slowdown=bound),
-            drain_s=1e4,
+        # Prefill batches as large as temporal's, so that only joining differs.
+        engine = dataclasses.replace(
+            small_config.engine,
+            round_join_slowdown=bound,
+            round_prefill_tokens=small_config.engine.max_batched_tokens,
         )
+        cfg = dataclasses.replace(small_config, engine=engine, drain_s=1e4)
         reqs = simulate(cfg, get_system(system), recs, plan=shared).requests
         return sum((r.finish_time - r.arrival) / r.output_tokens for r in reqs) / len(reqs)
 

@@ -45,7 +45,10 @@ class FCFSScheduler(StatelessHooks):
         # another model's running requests), the next-oldest model runs instead.
         for service in order:
             running = [r for r in state.running if r.service == service]
-            prefill = admit_fcfs(state, service, len(running))
+            limit = state.limits.max_batched_tokens
+            if self.rounds is not None:  # a long prefill would stall every joined decode
+                limit = min(limit, state.limits.round_prefill_tokens)
+            prefill = admit_fcfs(state, service, len(running), limit)
             if prefill:
                 return Decision(service, prefill=prefill)
             decode = running[: state.limits.max_batch_size]
@@ -66,10 +69,14 @@ def services_by_age(state: EngineState) -> list[str]:
     return sorted(oldest, key=oldest.__getitem__)
 
 
-def admit_fcfs(state: EngineState, service: str, num_running: int) -> list[Request]:
+def admit_fcfs(
+    state: EngineState, service: str, num_running: int, max_tokens: int | None = None
+) -> list[Request]:
     """Waiting requests of `service` in arrival order while limits allow (head-of-line
-    blocking, as in vLLM). Keeps one free page per running request as growth headroom."""
+    blocking, as in vLLM): at most `max_tokens` prompt tokens (default: the engine's batch
+    limit). Keeps one free page per running request as growth headroom."""
     limits, kv = state.limits, state.kv
+    max_tokens = limits.max_batched_tokens if max_tokens is None else max_tokens
     prefill: list[Request] = []
     wants: list[tuple[Request, int]] = []
     tokens = 0
@@ -79,7 +86,7 @@ def admit_fcfs(state: EngineState, service: str, num_running: int) -> list[Reque
         n = r.context_tokens
         if num_running + len(prefill) >= limits.max_batch_size:
             break
-        if prefill and tokens + n > limits.max_batched_tokens:
+        if prefill and tokens + n > max_tokens:
             break
         # the engine allocates the context plus the token this prefill produces
         need = sum(kv.extra_pages(q, t) for q, t in wants) + kv.extra_pages(r, n + 1)

@@ -101,6 +101,17 @@ class PriorityScheduler:
     def on_aged(self, req: Request) -> None:
         """An aged request is running again (a policy may reset its level)."""
 
+    def holds_line(self, req: Request) -> bool:
+        """Whether `req`, the highest-priority request and off the device, keeps the other
+        models from admitting while it waits for memory (an aged request always does)."""
+        return False
+
+    def rekey_due(self, now: float) -> float:
+        """Re-key the requests whose key changes with time alone, as of `now` (a policy
+        whose keys depend on the clock, e.g. slack to a deadline); returns when the next such
+        change is due, so a fused run of iterations stops there."""
+        return math.inf
+
     def release(self, req: Request) -> None:
         if req.id in self.entry:
             self._remove(req)
@@ -126,6 +137,7 @@ class PriorityScheduler:
 
     # -- the decision -----------------------------------------------------------------------
     def schedule(self, state: EngineState, now: float) -> Decision:
+        rekey_at = self.rekey_due(now)
         oldest = self._oldest()
         aged = oldest if oldest is not None and now - oldest.last_run >= self.ageing_s else None
         heads = sorted(
@@ -139,11 +151,14 @@ class PriorityScheduler:
         services = list(dict.fromkeys(s for _, s in heads))
         if aged is not None:
             services.insert(0, aged.service)
+        first = aged or (self.reqs[heads[0][0][-1]] if heads else None)
+        holds = first is not None and first.status is not Status.RUNNING
+        holds = holds and (first is aged or self.holds_line(first))
         d, budget_left = Decision(), math.inf
         for i, service in enumerate(services):
-            # While an aged request waits for memory, the other models only decode: their
-            # admissions would take the pages it is first in line for.
-            admit = i == 0 or aged is None or aged.status is Status.RUNNING
+            # While an aged (or, by the policy, urgent) request waits for memory, the other
+            # models only decode: their admissions would take the pages it is first in line for.
+            admit = i == 0 or not holds
             d, budget_left = self._fill(state, service, aged if i == 0 else None, admit)
             if not d.empty:
                 break
@@ -159,7 +174,7 @@ class PriorityScheduler:
         deadline = oldest.last_run + self.ageing_s if oldest is not None else math.inf
         if aged is not None:
             deadline = now  # one iteration: the aged request's key changes as it runs
-        d.stop_at = min(deadline, now + budget_left)
+        d.stop_at = min(deadline, now + budget_left, rekey_at)
         return d
 
     def _overtake_in(self, lead: str | None, joined: list[Request]) -> float:
@@ -200,6 +215,8 @@ class PriorityScheduler:
         tables = kv.page_tables
         free = kv.free_pages(service)
         max_batch, max_tokens = lim.max_batch_size, lim.max_batched_tokens
+        max_prefill = lim.round_prefill_tokens if self.rounds is not None else max_tokens
+        prefill_tokens = 0
         waiting, running_entries = self.index[service], self.running_index[service]
         i = j = 0
         n_waiting, n_running = len(waiting), len(running_entries)
@@ -244,6 +261,9 @@ class PriorityScheduler:
             if n and tokens + need_tokens > max_tokens:
                 blocked = True
                 continue
+            if status is queued_status and n and prefill_tokens + need_tokens > max_prefill:
+                blocked = True
+                continue
             if pages + need_pages + reserve > free:
                 if victims is None:
                     victims = self._holders(service, kv.shared)
@@ -279,6 +299,7 @@ class PriorityScheduler:
                     min_left = r.budget - r.attained
             elif status is queued_status:
                 d.prefill.append(r)
+                prefill_tokens += need_tokens
             else:
                 d.swap_in.append(r)
         return d, min_left
