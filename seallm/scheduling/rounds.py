@@ -69,22 +69,27 @@ def join_round(
 
     joined: list[Request] = []
     seen = {r.service for r in (*d.prefill, *d.decode, *d.swap_in)}
-    preempted = {r.id for r in d.preempt}
+    skip = taken | {r.id for r in d.preempt}
+    tables, max_batch = kv.page_tables, state.limits.max_batch_size
     for service, running in candidates:
         if service in seen:
             continue
         seen.add(service)
         room = pool_free(service)
+        tpp = kv.tokens_per_page[service]
         batch: list[Request] = []
+        # Every running request of every co-located model passes here at each step: the
+        # page count is inlined (a running request holds a page table: `extra_pages`).
         for r in running:
-            if len(batch) >= state.limits.max_batch_size:
+            if len(batch) >= max_batch:
                 break
-            if r.id in taken or r.id in preempted:
+            if r.id in skip:
                 continue
-            need = kv.extra_pages(r, r.context_tokens + 1)
+            need = -(-(r.prompt_tokens + r.generated + 1) // tpp) - len(tables[r.id])
             if need > room:
                 break  # keep priority order: the rest wait for this one
-            room -= need
+            if need > 0:
+                room -= need
             batch.append(r)
         if not batch:
             continue
