@@ -22,7 +22,14 @@ from seallm.runtime.sim import simulate
 from seallm.systems import SYSTEMS, get_system
 
 BASELINES = ("vllm", "alpaserve", "muxserve")
-ABLATIONS = ("seallm-noreplace", "seallm-fixed-interval", "seallm-fcfs", "seallm-static-kv")
+UPPER_BOUNDS = ("muxserve-ideal",)  # idealized baselines, reported, no target
+ABLATIONS = (
+    "seallm-db",
+    "seallm-noreplace",
+    "seallm-fixed-interval",
+    "seallm-fcfs",
+    "seallm-static-kv",
+)
 BASE_RATE = 2.0  # rate scale of the base point: paper32 at 48 req/s, a high load
 METRICS = ("mean_normalized_latency", "p99_latency", "slo_attainment")
 
@@ -96,7 +103,7 @@ class PaperResult:
 
 
 def default_systems() -> list[str]:
-    wanted = ["seallm", *BASELINES, *ABLATIONS]
+    wanted = ["seallm", *BASELINES, *UPPER_BOUNDS, *ABLATIONS]
     return [s for s in wanted if s in SYSTEMS]
 
 
