@@ -69,29 +69,59 @@ class TorchExecutor:
             self.views[s] = view
             self.first_page[s] = pool.first
         self.host: dict[int, torch.Tensor] = {}  # request id -> its swapped pages
+        self.streams: dict[str, torch.cuda.Stream] = {}  # GPU rounds: one per model
         self.pending_seconds = 0.0  # swap time not yet charged to a step
 
     # -- one iteration --------------------------------------------------------------------
     def execute(self, batch: Batch, now: float) -> StepOutcome:
-        """One iteration of every model in the batch (a round holds several), one model
-        after another: on a CPU the jobs of a round run in turn (`colocation.py`, serial)."""
+        """One iteration of every model in the batch (a round holds several). On a CPU the
+        jobs run one after another (`colocation.py`, serial); on a GPU each model's forward
+        pass is launched on its own CUDA stream (`colocation.py`, streams: one process, so
+        host work and launches add up while kernels overlap), then all are sampled."""
         t0 = time.perf_counter()
         jobs: dict[str, tuple[list[Request], list[Request]]] = {}
         for r in batch.prefill:
             jobs.setdefault(r.service, ([], []))[0].append(r)
         for r in batch.decode:
             jobs.setdefault(r.service, ([], []))[1].append(r)
+        concurrent = len(jobs) > 1 and self.device.type == "cuda"
+        launched = [
+            (service, prefill + decode, self._launch(service, prefill, decode, concurrent))
+            for service, (prefill, decode) in jobs.items()
+        ]
+        if concurrent:  # sampling waits for every model's stream
+            main = torch.cuda.current_stream(self.device)
+            for service, _, logits in launched:
+                main.wait_stream(self.streams[service])
+                logits.record_stream(main)
         finished: list[Request] = []
-        for service, (prefill, decode) in jobs.items():
-            finished += self._forward(service, prefill, decode)
+        for service, reqs, logits in launched:
+            finished += self._sample(service, reqs, logits)
         duration = time.perf_counter() - t0 + self.pending_seconds
         self.pending_seconds = 0.0
         return StepOutcome(1, duration, finished)
 
-    def _forward(
-        self, service: str, prefill: list[Request], decode: list[Request]
-    ) -> list[Request]:
-        """One forward pass of one model; returns the requests that finished."""
+    def _stream(self, service: str) -> torch.cuda.Stream:
+        stream = self.streams.get(service)
+        if stream is None:
+            stream = self.streams[service] = torch.cuda.Stream(self.device)
+        return stream
+
+    def _launch(
+        self, service: str, prefill: list[Request], decode: list[Request], concurrent: bool
+    ) -> torch.Tensor:
+        """Start one model's forward pass; with `concurrent` (a GPU round), on the model's
+        own stream, after the work already queued on the main stream (earlier writes to the
+        pool), so that the models' kernels overlap."""
+        if not concurrent:
+            return self._forward(service, prefill, decode)
+        stream = self._stream(service)
+        stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(stream):
+            return self._forward(service, prefill, decode)
+
+    def _forward(self, service: str, prefill: list[Request], decode: list[Request]) -> torch.Tensor:
+        """One forward pass of one model: the logits of each request's last token."""
         lm = self.models[service]
         tokens: list[int] = []
         seqs: list[SeqSlice] = []
@@ -104,10 +134,13 @@ class TorchExecutor:
             g = self._generation(r)
             tokens.append(g.output_ids[-1])
             seqs.append(SeqSlice(len(g.prompt_ids) + len(g.output_ids) - 1, 1, self._pages(r)))
-        reqs = prefill + decode
-        gens = [r.generation for r in reqs]
         ids = torch.tensor(tokens, dtype=torch.long, device=self.device)
-        logits = lm.module(ids, seqs, self.views[service])
+        return lm.module(ids, seqs, self.views[service])
+
+    def _sample(self, service: str, reqs: list[Request], logits: torch.Tensor) -> list[Request]:
+        """Sample each request's next token; returns the requests that finished."""
+        lm = self.models[service]
+        gens = [r.generation for r in reqs]
         finished = []
         for r, g, t in zip(reqs, gens, sample(logits, gens), strict=True):
             g.append(t, lm.tokenizer, lm.eos_token_ids, lm.max_context)
