@@ -1,4 +1,5 @@
-"""The `seallm` command line (DESIGN.md's contract)."""
+"""The `seallm` command line: simulate, plan, experiment, serve, bench, profile and config
+(README.md, "Command line"; docs/architecture.md places it on top of the layers)."""
 
 from __future__ import annotations
 

@@ -94,7 +94,7 @@ def bench_cmd(
 
     First it measures each model's standalone latency with solo requests on the idle servers
     (seallm/bench/standalone.py), then it sends every request at its arrival time and reports
-    DESIGN.md's metrics, overall and per service.
+    the metrics `seallm/metrics.py` defines, overall and per service.
     """
     import asyncio
 

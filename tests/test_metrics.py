@@ -1,4 +1,4 @@
-"""Metric definitions against hand-computed examples (DESIGN.md, "Definitions")."""
+"""Metric definitions (`seallm/metrics.py`'s docstring) against hand-computed examples."""
 
 from __future__ import annotations
 

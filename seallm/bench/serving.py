@@ -1,5 +1,5 @@
-"""`seallm bench`: replay a workload against OpenAI-compatible servers and report DESIGN.md's
-metrics (the same ResultRow as the simulator's, from `metrics.summarize`).
+"""`seallm bench`: replay a workload against OpenAI-compatible servers and report the metrics
+`seallm/metrics.py` defines (the same ResultRow as the simulator's, from `metrics.summarize`).
 
 One run: ask each base URL which models it serves and route every service to a server that
 serves a model of that name (so one seallm server, or one vLLM server per model, work the
@@ -8,7 +8,7 @@ the servers idle; then send every request of the workload at its arrival time, e
 streamed connection, whatever the server's state (open loop), and wait for all to end.
 
 A request the server refuses (429, 503) counts as rejected; one that fails (HTTP error, an
-error event) as aborted; both miss their SLO (DESIGN.md: nothing is silently left out).
+error event) as aborted; both miss their SLO (`seallm/metrics.py`: nothing is left out).
 Latency is measured from when the request was sent; `max_send_lag_s` in the JSON says how far
 behind its schedule the client ever was (a loaded client would make arrivals late).
 """

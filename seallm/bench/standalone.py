@@ -1,5 +1,5 @@
-"""Standalone latency of a request on a live server, measured (DESIGN.md: its end-to-end time
-alone on its service's group, no queueing, batch of one).
+"""Standalone latency of a request on a live server, measured (as `seallm/metrics.py` defines it:
+its end-to-end time alone on its service's group, no queueing, batch of one).
 
 A live server's standalone latency cannot come from a cost model without trusting the model,
 so `seallm bench` measures it: before the load starts, with the server idle, it sends solo

@@ -1,6 +1,6 @@
 """Paged attention over a group's unified KV pool, shared by every model family.
 
-The pool is one byte tensor of `num_pages * page_bytes` (DESIGN.md's unified cache). A model
+The pool is one byte tensor of `num_pages * page_bytes` (`kvcache.UnifiedKVCache`'s pages). A model
 views it as [num_pages, layers, tokens_per_page, 2, kv_heads, head_dim] of its own dtype, with
 pages `page_bytes` apart (the tail of a page past `tokens_per_page` tokens stays unused). K and
 V of a token in a layer are adjacent, so writing a step's new tokens is one indexed copy per

@@ -5,7 +5,7 @@ current plan, the service monitor's loads and drift, what each group holds) and 
 decision: `Replace` (move to this aligned plan now) or `Wait`; either says when the next
 check is. The controller and the simulator act on it.
 
-- `adaptive` (seallm; DESIGN.md, paper-notes §2.5): a candidate plan is searched only when
+- `adaptive` (seallm; measured in docs/results.md): a candidate plan is searched only when
   the observed rate mix has left the current plan's by more than drift_threshold beyond the
   window's counting noise (a plan made for the same loads would be the same plan), or when
   the latest recent_s seconds have moved away from what the previous check saw (traffic is

@@ -1,4 +1,4 @@
-"""SeaLLM's two-stage placement, as DESIGN.md reads the paper.
+"""SeaLLM's two-stage placement, as we read the paper.
 
 Stage 1 enumerates ways to split every node's GPUs into power-of-two groups; tensor
 parallelism never spans nodes, and nodes are interchangeable, so a cluster split is a multiset
@@ -340,26 +340,33 @@ def members_score(
 
 
 def improve(
-    plan: Plan, est: Estimator, loads: dict[str, ServiceLoad], delta: float, steps: int = 8
+    plan: Plan,
+    est: Estimator,
+    loads: dict[str, ServiceLoad],
+    delta: float,
+    budget: int = 3000,
 ) -> tuple[Score, Plan] | None:
-    """Best-improvement local search on a plan's groups: move one service to another group
-    or swap two services between groups, while the estimate improves (at most `steps`
-    moves). Returns the improved plan and its score, None if no move helps."""
+    """First-improvement local search on a plan's groups: move one service to another group
+    or swap two services between groups, taking each move that improves the estimate, until
+    none does or `budget` assignments were scored (it bounds the solve time of large
+    clusters, where one pass over all swaps is quadratic in the services). Returns the
+    improved plan and its score, None if no move helps."""
     sizes = [g.size for g in plan.groups]
     members = [list(g.services) for g in plan.groups]
     current = members_score(sizes, members, est, loads, delta)
     if current is None:
         return None
-    start = current
-    for _ in range(steps):
-        best: tuple[Score, list[list[str]]] | None = None
+    start, scored, moved = current, 0, True
+    while moved and scored < budget:
+        moved = False
         for cand in neighbours(members):
+            scored += 1
             score = members_score(sizes, cand, est, loads, delta)
-            if score is not None and score < current and (best is None or score < best[0]):
-                best = (score, cand)
-        if best is None:
-            break
-        current, members = best
+            if score is not None and score < current:
+                current, members, moved = score, cand, True
+                break
+            if scored >= budget:
+                break
     if current >= start:
         return None
     kept = [(g, m) for g, m in zip(plan.groups, members, strict=True) if m]

@@ -1,6 +1,6 @@
 """SeaLLM's doubling-budget (DB) scheduler, and its ablations.
 
-As DESIGN.md reads the paper: a new request of service s gets budget b = μ_s + σ_s (its
+As we read the paper: a new request of service s gets budget b = μ_s + σ_s (its
 profiled standalone-time mean plus one standard deviation), level 0 and attained service
 a = 0. Each iteration it takes part in adds its duration to a; when a >= b the budget doubles
 and the level rises (demotion). Priority, smaller first: level, then O_r = T'_r / L̂_r with

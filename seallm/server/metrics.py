@@ -3,9 +3,9 @@ as in the tests, do not collide), labelled by model.
 
 Counted as requests end: requests by outcome (completed, rejected, overloaded, invalid,
 aborted, cancelled, error), prompt and generated tokens, preemptions; observed for completed
-requests: latency, TTFT and TPOT histograms (DESIGN.md's definitions). Read from the engines
-at scrape time: queue length, running batch and KV bytes per model, and per group the KV pool
-(total, used, utilization) and the preemption and swap counters.
+requests: latency, TTFT and TPOT histograms (as `seallm/metrics.py` defines them). Read from
+the engines at scrape time: queue length, running batch and KV bytes per model, and per group
+the KV pool (total, used, utilization) and the preemption and swap counters.
 """
 
 from __future__ import annotations
