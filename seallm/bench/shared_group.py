@@ -30,6 +30,9 @@ from seallm.workload import WorkloadSpec
 
 SYSTEMS = [
     "seallm",
+    "seallm-db",
+    "seallm-slack-keep-late",
+    "seallm-slack-budget-prefill",
     "seallm-fcfs",
     "seallm-nodoubling",
     "seallm-lhat-request",
@@ -143,7 +146,7 @@ def run_sweep(
 
 
 def default_scenarios(quick: bool = False) -> list[Scenario]:
-    kv = ("seallm", "seallm-static-kv", "seallm-fcfs", "seallm-oracle")
+    kv = ("seallm", "seallm-db", "seallm-static-kv", "seallm-fcfs", "seallm-oracle")
     if quick:
         return [
             Scenario("distinct", 4, DISTINCT, (2.0,), tuple(SYSTEMS)),
