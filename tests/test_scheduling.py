@@ -218,3 +218,14 @@ def test_fused_rounds_stay_close_to_one_by_one_at_a_partial_join_bound():
     ]
     assert all(r.finish_time is not None for reqs in runs for r in reqs)
     assert means[0] == pytest.approx(means[1], rel=0.02)
+
+
+def test_a_long_prompt_is_admitted_beside_running_decodes_in_rounds():
+    # Rounds cap the prompt tokens prefilled per round; a prompt longer than the cap still
+    # runs as the round's first prefill, even when running decodes rank above it (the
+    # oracle: their remaining work is shorter).
+    recs = [TraceRecord(0.0, "a", 100, 500) for _ in range(8)] + [TraceRecord(1.0, "a", 3000, 1000)]
+    res = simulate(shared(), on_one_group("seallm-oracle"), recs)
+    long = res.requests[-1]
+    assert long.first_token_time - long.arrival < 1.0
+    assert long.first_token_time < min(r.finish_time for r in res.requests[:-1])

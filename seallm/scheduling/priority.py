@@ -283,7 +283,12 @@ class PriorityScheduler:
             if n and tokens + need_tokens > max_tokens:
                 blocked = True
                 continue
-            if status is queued_status and n and prefill_tokens + need_tokens > max_prefill:
+            # (the first prefill of a round may be longer: it then runs alone among prefills)
+            if (
+                status is queued_status
+                and prefill_tokens
+                and prefill_tokens + need_tokens > max_prefill
+            ):
                 blocked = True
                 continue
             if pages + need_pages + reserve > free:
