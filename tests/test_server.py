@@ -202,7 +202,7 @@ def test_concurrent_requests_of_both_models_all_complete_and_free_the_pool(serve
 def test_placement_and_metrics(server):
     plan = httpx.get(server.url + "/v1/placement").json()
     assert plan["system"]["name"] == "seallm"
-    assert plan["system"]["scheduler"] == "doubling-budget"
+    assert plan["system"]["scheduler"] == "slack"
     (group,) = plan["groups"]
     assert sorted(group["services"]) == sorted(MODELS)
     assert group["kv"]["layout"] == "unified" and group["kv"]["total_bytes"] == 16 * 2**20
