@@ -40,6 +40,7 @@ grows as 1 / share from the 30% point (fewer SMs than the profile measured).
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -116,6 +117,11 @@ class JobCoster:
             ModelCost(model, free_both, cal, tp),  # neither
             ModelCost(model, free_link, cal, tp),
         )
+        # Decode is priced for every variant at once (`decode_parts`): first the job alone by
+        # the roofline, which a measured profile (not a ModelCost) replaces.
+        self.measured = type(self.alone) is not ModelCost
+        roofline = ModelCost(model, dev, cal, tp) if self.measured else self.alone
+        self._decoders = (roofline, *self._parts)
 
     @staticmethod
     def _split(
@@ -145,53 +151,111 @@ class JobCoster:
             self.alone.iteration_time(*args), *(p.iteration_time(*args) for p in self._parts)
         )
 
+    def decode_terms(self, n: int) -> np.ndarray:
+        """`decode_terms(n)` of each row of `_VARIANTS`: the job alone (by the roofline), each
+        part's variant, and zeros (so that every part is one difference of two rows). Batch
+        sizes repeat: each one's terms are kept."""
+        terms = self._terms.get(n)
+        if terms is None:
+            rows = [m.decode_terms(n) for m in self._decoders]
+            terms = self._terms[n] = np.array([*rows, (0.0, 0.0, 0.0, 0.0)])
+        return terms
+
     def decode(self, n: int, ctx_sum: int, k: int) -> JobCost:
         """k consecutive decode iterations of n requests (arrays of length k); equals each
-        variant's `decode_times`, computed for all of them at once."""
+        variant's `decode_times`."""
         if k <= 0 or n <= 0:
             zero = np.zeros(max(k, 0))
             return JobCost(zero, zero, zero, zero, zero, zero)
-        terms = self._terms.get(n)
-        if terms is None:  # batch sizes repeat: keep each one's terms
-            terms = np.array([m.decode_terms(n) for m in self._parts])
-            self._terms[n] = terms
-        ctx = ctx_sum + n * np.arange(k, dtype=np.float64)
-        base, c, mc, mn = (terms[:, i : i + 1] for i in range(4))
-        times = base + np.maximum(c * ctx, mc * ctx + mn * n)
-        # The job alone as the cost model prices it (a measured profile, too).
-        times = np.vstack([self.alone.decode_times(n, ctx_sum, k), times])
-        return self._split(*times)
+        return JobCost(*decode_parts([(self, n, ctx_sum)], k)[:, 0])
+
+
+# The rows of `JobCoster.decode_terms`: the job alone, each part's variant (`_parts`), and
+# a variant that costs nothing.
+_VARIANTS = (
+    *("alone", "no_host", "no_launch", "compute_only", "memory_only", "neither", "no_link"),
+    "zero",
+)
+# JobCost's parts, in field order, each the difference of two rows (as `_split` takes them).
+_SPLIT = (
+    ("alone", "zero"),
+    ("alone", "no_host"),
+    ("alone", "no_launch"),
+    ("compute_only", "neither"),
+    ("memory_only", "neither"),
+    ("alone", "no_link"),
+)
+_MINUEND = np.array([_VARIANTS.index(a) for a, _ in _SPLIT])
+_SUBTRAHEND = np.array([_VARIANTS.index(b) for _, b in _SPLIT])
+
+
+def decode_parts(jobs: Sequence[tuple[JobCoster, int, int]], k: int) -> np.ndarray:
+    """The split of k consecutive decode iterations of several jobs, (coster, requests n >= 1,
+    context sum) each: an array [part, job, iteration], the parts in JobCost's order. All jobs
+    and variants are priced at once, by the same float operations as each variant's
+    `decode_times` (broadcast), so each element equals the job's own `JobCoster.decode`."""
+    n = np.array([m for _, m, _ in jobs], dtype=np.float64)[:, None, None]
+    ctx = np.array([s for _, _, s in jobs], dtype=np.float64)[:, None, None]
+    ctx = ctx + n * np.arange(k, dtype=np.float64)  # [job, 1, iteration]
+    terms = np.array([coster.decode_terms(m) for coster, m, _ in jobs])  # [job, variant, term]
+    base, c, mc, mn = (terms[:, :, i : i + 1] for i in range(4))
+    times = base + np.maximum(c * ctx, mc * ctx + mn * n)  # [job, variant, iteration]
+    for j, (coster, m, s) in enumerate(jobs):
+        if coster.measured:  # the job alone as its measured profile prices it
+            times[j, 0] = coster.alone.decode_times(m, s, k)
+    return (times.take(_MINUEND, axis=1) - times.take(_SUBTRAHEND, axis=1)).transpose(1, 0, 2)
 
 
 def round_time(
-    jobs: list[JobCost], mode: Mode, slowdowns: list[float] | None = None
+    jobs: Sequence[JobCost] | np.ndarray, mode: Mode, slowdowns: list[float] | None = None
 ) -> np.ndarray | float:
-    """Seconds of a round of `jobs` that start together (see the module docstring); with
-    arrays, element-wise (one round per iteration). `slowdowns`: each job's SM-share slowdown,
-    for `mps` (default 1)."""
-    if not jobs:
+    """Seconds of a round of `jobs` that start together (see the module docstring): JobCosts,
+    or their parts stacked [part, job, ...] as `decode_parts` gives them; with per-iteration
+    arrays, element-wise (one round per iteration). `slowdowns`: each job's SM-share
+    slowdown, for `mps` (default 1)."""
+    if not isinstance(jobs, np.ndarray):
+        if not jobs:
+            return 0.0
+        if len(jobs) == 1 and mode != "mps":
+            return jobs[0].time
+        jobs = _stack(jobs)
+    n = jobs.shape[1]
+    if n == 0:
         return 0.0
-    if len(jobs) == 1 and mode != "mps":
-        return jobs[0].time
+    time, host, launch = jobs[:3]
+    if n == 1 and mode != "mps":
+        return time[0]
+    # Each part summed over the jobs in their order (a sequential sum, as `sum` adds them).
+    sum_time, sum_host, sum_launch, sum_compute, sum_memory, sum_link = np.add.accumulate(
+        jobs, axis=1
+    )[:, -1]
     if mode == "serial":
-        return sum(j.time for j in jobs)
-    demand = np.maximum.reduce(
-        [sum(j.compute for j in jobs), sum(j.memory for j in jobs), sum(j.link for j in jobs)]
-    )
+        return sum_time
+    demand = np.maximum(np.maximum(sum_compute, sum_memory), sum_link)
+    kernel = time - host - launch
     if mode == "streams":
-        kernels = np.maximum.reduce(
-            [sum(j.launch for j in jobs), *(j.launch + j.kernel for j in jobs), demand]
+        return sum_host + np.maximum(
+            np.maximum(sum_launch, np.maximum.reduce(launch + kernel)), demand
         )
-        return sum(j.host for j in jobs) + kernels
     if mode == "mps":
-        slow = slowdowns or [1.0] * len(jobs)
-        alone = [j.host + j.launch + j.kernel * s for j, s in zip(jobs, slow, strict=True)]
-        return np.maximum.reduce([*alone, demand])
+        slow = np.asarray(slowdowns or [1.0] * n, dtype=np.float64)
+        if len(slow) != n:
+            raise ValueError(f"{len(slow)} slowdowns for {n} jobs")
+        alone = host + launch + kernel * slow.reshape(n, *(1,) * (jobs.ndim - 2))
+        return np.maximum(np.maximum.reduce(alone), demand)
     if mode == "fluid":
-        return np.maximum.reduce(
-            [*(j.time for j in jobs), sum(j.compute for j in jobs), sum(j.memory for j in jobs)]
-        )
+        return np.maximum(np.maximum(np.maximum.reduce(time), sum_compute), sum_memory)
     raise ValueError(f"co-location mode {mode!r} is not one of {', '.join(MODES)}")
+
+
+def _stack(jobs: Sequence[JobCost]) -> np.ndarray:
+    """The jobs' parts as one array [part, job, ...] (JobCost's fields in order)."""
+    rows = [(j.time, j.host, j.launch, j.compute, j.memory, j.link) for j in jobs]
+    try:
+        return np.array(rows, dtype=np.float64).swapaxes(0, 1)
+    except ValueError:  # floats and per-iteration arrays mixed: broadcast the floats
+        flat = np.broadcast_arrays(*(x for row in rows for x in row))
+        return np.array(flat).reshape(len(jobs), len(rows[0]), *flat[0].shape).swapaxes(0, 1)
 
 
 def mode_for(device_name: str) -> Mode:
@@ -221,7 +285,11 @@ class RoundPricer:
     def decode_times(self, jobs: list[tuple[str, int, int]], k: int) -> np.ndarray:
         """Durations of k consecutive decode rounds of (service, requests, context sum) jobs,
         each context sum growing by its requests every round."""
-        parts = [self.costers[s].decode(n, ctx, k) for s, n, ctx in jobs]
+        costers = [(self.costers[s], n, ctx) for s, n, ctx in jobs]
+        if k > 0 and all(n > 0 for _, n, _ in jobs):
+            parts: list[JobCost] | np.ndarray = decode_parts(costers, k)
+        else:
+            parts = [coster.decode(n, ctx, k) for coster, n, ctx in costers]
         return np.asarray(round_time(parts, self.mode), dtype=np.float64)
 
 

@@ -142,17 +142,22 @@ class GroupEngine:
         """Apply a finished step at time `end`; returns the requests that completed."""
         k = outcome.iterations
         start = end - outcome.duration
-        for r in batch.requests:
-            r.max_stall = max(r.max_stall, start - r.last_run)
+        # Every request of every step passes here: one flat loop per list.
         for r in batch.prefill:
+            stall = start - r.last_run
+            if stall > r.max_stall:
+                r.max_stall = stall
             r.generated += 1
             if r.first_token_time is None:
                 r.first_token_time = end
             self.waiting.remove(r)
             self._start_running(r)
         for r in batch.decode:
+            stall = start - r.last_run
+            if stall > r.max_stall:
+                r.max_stall = stall
             r.generated += k
-            self.kv.allocate(r, r.context_tokens)
+        self.kv.grow(batch.decode)
         self.scheduler.account(batch, outcome, end)
         for r in outcome.finished:
             r.status = Status.FINISHED

@@ -9,6 +9,7 @@ Both keep a real page table (page ids) per request, which the torch executor ind
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -69,6 +70,7 @@ class PagedKVCache:
         self._service_of: dict[int, str] = {}
         self.tokens_per_page: dict[str, int] = {}
         self.page_bytes: dict[str, float] = {}  # bytes of one page for the service (whole group)
+        self._token_size = {s: m.kv_bytes_per_token for s, m in models.items()}
         self._pool_of: dict[str, _Pool] = {}
         # Running totals, so that statistics cost O(1) on the engine's step path.
         self._used_bytes = 0.0
@@ -91,8 +93,12 @@ class PagedKVCache:
 
     def extra_pages(self, req: Request, tokens: int) -> int:
         """Pages `req` must gain to hold `tokens` tokens in total."""
-        held = len(self.page_tables.get(req.id, ()))
-        return max(0, self.pages_for(req.service, tokens) - held)
+        # On every scheduler's path for every request: pages_for inlined.
+        need = -(-tokens // self.tokens_per_page[req.service])
+        table = self.page_tables.get(req.id)
+        if table is not None:
+            need -= len(table)
+        return need if need > 0 else 0
 
     def can_hold(
         self, wants: Iterable[tuple[Request, int]], releasing: Iterable[Request] = ()
@@ -117,6 +123,28 @@ class PagedKVCache:
         requests need pages, sorted, say how far the pool's free pages last."""
         if not reqs:
             return limit
+        # Usually every pool can serve all `limit` growths: count the pages (no list) first,
+        # per service, then per pool.
+        need: dict[str, int] = {}
+        tables, tokens_per_page = self.page_tables, self.tokens_per_page
+        for r in reqs:
+            service = r.service
+            tpp = tokens_per_page[service]
+            k = len(tables.get(r.id, ())) * tpp - (r.prompt_tokens + r.generated) + 1
+            if k <= limit:
+                need[service] = need.get(service, 0) + (limit - k) // tpp + 1
+        pool_need: dict[int, int] = {}
+        for service, n in need.items():
+            key = id(self._pool_of[service])
+            pool_need[key] = pool_need.get(key, 0) + n
+        pools = {id(p): p for p in self._pool_of.values()}
+        if all(n <= len(pools[key].free) for key, n in pool_need.items()):
+            return max(0, limit)
+        return self._steps_until_full(reqs, limit)
+
+    def _steps_until_full(self, reqs: Sequence[Request], limit: int) -> int:
+        """`max_decode_steps` when some pool runs out within `limit` growths: every growth at
+        which a page is needed, per pool, sorted."""
         need: dict[int, list[int]] = {}
         pools: dict[int, _Pool] = {}
         tables = self.page_tables
@@ -147,8 +175,29 @@ class PagedKVCache:
         held = self.held_tokens.get(req.id, 0)
         if tokens > held:
             self.held_tokens[req.id] = tokens
-            self._token_bytes += (tokens - held) * self.models[req.service].kv_bytes_per_token
+            self._token_bytes += (tokens - held) * self._token_size[req.service]
         self._used_bytes += extra * self.page_bytes[req.service]
+
+    def grow(self, reqs: Iterable[Request]) -> None:
+        """`allocate(r, r.context_tokens)` for each request in turn: a decode step's growth,
+        on the engine's path for every request of every step, so written out flat. Raises
+        KVFull as `allocate` does (the requests before keep what they got)."""
+        tables, held_tokens = self.page_tables, self.held_tokens
+        tokens_per_page, token_size = self.tokens_per_page, self._token_size
+        for r in reqs:
+            rid, service, tokens = r.id, r.service, r.prompt_tokens + r.generated
+            table = tables.get(rid)
+            if table is None:  # no pages yet: the general case
+                self.allocate(r, tokens)
+                continue
+            extra = -(-tokens // tokens_per_page[service]) - len(table)
+            if extra > 0:
+                table.extend(self._pool_of[service].take(extra))
+                self._used_bytes += extra * self.page_bytes[service]
+            held = held_tokens.get(rid, 0)
+            if tokens > held:
+                held_tokens[rid] = tokens
+                self._token_bytes += (tokens - held) * token_size[service]
 
     def release(self, req: Request) -> int:
         """Free all of `req`'s pages; returns how many."""
@@ -157,15 +206,21 @@ class PagedKVCache:
         service = self._service_of.pop(req.id, req.service)
         self._pool_of[service].free.extend(reversed(table))
         self._used_bytes -= len(table) * self.page_bytes[service]
-        self._token_bytes -= held * self.models[service].kv_bytes_per_token
+        self._token_bytes -= held * self._token_size[service]
         return len(table)
 
     def stats(self) -> KVStats:
-        pools = {id(p): p for p in self._pool_of.values()}
-        free = sum(len(p.free) for p in pools.values())
+        free = sum(len(p.free) for p in self._pools)
         return KVStats(self.total_bytes, self._used_bytes, self._token_bytes, free)
 
-    @property
+    # The pools never change once a subclass has built them: the engine reads its statistics
+    # every step, so what depends only on the pools is computed once.
+    @functools.cached_property
+    def _pools(self) -> list[_Pool]:
+        """Each pool once (a unified cache's one pool serves every service)."""
+        return list({id(p): p for p in self._pool_of.values()}.values())
+
+    @functools.cached_property
     def total_bytes(self) -> float:
         seen: dict[int, float] = {}
         for s, p in self._pool_of.items():
