@@ -66,3 +66,21 @@ def real_models():
         if not converted and importlib.util.find_spec(package) is None:
             pytest.skip(f"{name}: package {package} is not installed and no converted copy")
     return {name: load_model(name, progress=False) for name in MODEL_PACKAGES}
+
+
+def assert_prompt_logits(lm, ids, want, table: list[int], kv) -> None:
+    """A 37-token prompt through `lm` on page table `table` gives transformers' logits
+    `want`: whole, then prefill 20 + a chunk of 10 after the cached prefix + decode one by
+    one (the architectures' shared reference check)."""
+    import torch
+
+    from seallm.models.attention import SeqSlice
+
+    def check(got, expected) -> None:
+        torch.testing.assert_close(got.cpu(), expected, atol=1e-4, rtol=1e-4)
+
+    check(lm.module(ids, [SeqSlice(0, 37, table)], kv, all_logits=True), want)
+    lm.module(ids[:20], [SeqSlice(0, 20, table)], kv)
+    check(lm.module(ids[20:30], [SeqSlice(20, 10, table)], kv, all_logits=True), want[20:30])
+    steps = [lm.module(ids[p : p + 1], [SeqSlice(p, 1, table)], kv) for p in range(30, 37)]
+    check(torch.cat(steps), want[30:])

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import torch
 import transformers
-from conftest import TEST_DEVICE
+from conftest import TEST_DEVICE, assert_prompt_logits
 
 from seallm.models.attention import KVPool, SeqSlice
 from seallm.models.loader import LoadedModel, byte_tokenizer, load_model
@@ -125,13 +125,7 @@ def test_logits_match_transformers(pair, table: list[int]) -> None:
         want = ref(ids[None]).logits[0]
     ids = ids.to(lm.device)
     kv = pool_for(lm)
-    full = lm.module(ids, [SeqSlice(0, 37, table)], kv, all_logits=True)
-    torch.testing.assert_close(full.cpu(), want, atol=1e-4, rtol=1e-4)
-    lm.module(ids[:20], [SeqSlice(0, 20, table)], kv)
-    chunk = lm.module(ids[20:30], [SeqSlice(20, 10, table)], kv, all_logits=True)
-    torch.testing.assert_close(chunk.cpu(), want[20:30], atol=1e-4, rtol=1e-4)
-    steps = [lm.module(ids[p : p + 1], [SeqSlice(p, 1, table)], kv) for p in range(30, 37)]
-    torch.testing.assert_close(torch.cat(steps).cpu(), want[30:], atol=1e-4, rtol=1e-4)
+    assert_prompt_logits(lm, ids, want, table, kv)
 
 
 def test_mixed_step_matches_each_alone(pair) -> None:

@@ -6,7 +6,7 @@ import json
 
 import pytest
 import torch
-from conftest import TEST_DEVICE
+from conftest import TEST_DEVICE, assert_prompt_logits
 from transformers import (
     AutoModelForCausalLM,
     Gemma3ForCausalLM,
@@ -54,14 +54,7 @@ def test_tiny_logits_match_transformers(arch: str) -> None:
     ids = ids.to(lm.device)
     # Pages out of order and scattered: the page table, not the layout, decides.
     table = [40, 3, 17, 8, 30, 22, 11, 5, 60, 1]
-    full = lm.module(ids, [SeqSlice(0, 37, table)], kv, all_logits=True)
-    torch.testing.assert_close(full.cpu(), want, atol=1e-4, rtol=1e-4)
-    # Prefill 20 tokens, then a chunk of 10 after a cached prefix, then decode one by one.
-    lm.module(ids[:20], [SeqSlice(0, 20, table)], kv)
-    chunk = lm.module(ids[20:30], [SeqSlice(20, 10, table)], kv, all_logits=True)
-    torch.testing.assert_close(chunk.cpu(), want[20:30], atol=1e-4, rtol=1e-4)
-    steps = [lm.module(ids[p : p + 1], [SeqSlice(p, 1, table)], kv) for p in range(30, 37)]
-    torch.testing.assert_close(torch.cat(steps).cpu(), want[30:], atol=1e-4, rtol=1e-4)
+    assert_prompt_logits(lm, ids, want, table, kv)
 
 
 @pytest.mark.parametrize("arch", ["llama", "gemma3"])
