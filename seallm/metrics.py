@@ -1,4 +1,5 @@
-"""DESIGN.md's metric definitions, and the result rows of the JSON contract.
+"""The metric definitions (the README's "Metrics" cites them), and the result rows of the JSON
+contract.
 
 - latency = finish - arrival; TTFT = first token - arrival;
   TPOT = (finish - first token) / (output tokens - 1), over completed requests with >= 2 tokens.
